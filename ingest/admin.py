@@ -1,0 +1,280 @@
+"""Registry operations shared by the CLI and the admin API.
+
+Each function takes an open connection, runs in its caller's transaction and
+writes an audit row; the caller commits. Bad input raises `InputError`.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+
+from ingest import crypto
+from ingest.db import q
+from schemas.reading import TYPES
+
+PURPOSES = ("collection", "location", "analytics", "research")
+RESIDENCIES = ("FI", "EU")
+ROLES = ("admin", "dpo", "analyst")
+
+
+class InputError(ValueError):
+    """A refused input: `code` is machine-readable, the message says why."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class NotFound(InputError):
+    def __init__(self, what: str, ident: object) -> None:
+        super().__init__("not_found", f"{what} {ident} does not exist")
+
+
+def parse_uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:
+    if isinstance(value, uuid.UUID):
+        return value
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        raise InputError("invalid_id", f"{what} {value!r} is not a valid id") from None
+
+
+def check_types(types: Iterable[str]) -> list[str]:
+    found = [t.strip() for t in types if t.strip()]
+    unknown = sorted(set(found) - set(TYPES))
+    if unknown:
+        raise InputError("unsupported_type", f"unknown data types: {', '.join(unknown)}")
+    if not found:
+        raise InputError("invalid_types", "at least one data type is required")
+    return sorted(set(found), key=TYPES.index)
+
+
+def audit(
+    conn: psycopg.Connection,
+    actor: str,
+    action: str,
+    subject_ref: str | uuid.UUID | None = None,
+    **detail: Any,
+) -> None:
+    conn.execute(
+        q("insert_audit"),
+        {
+            "actor": actor,
+            "action": action,
+            "subject_ref": str(subject_ref) if subject_ref else None,
+            "detail": Jsonb(detail),
+        },
+    )
+
+
+# Providers -------------------------------------------------------------------
+
+
+def add_provider(
+    conn: psycopg.Connection, master: bytes, name: str, types: Sequence[str], actor: str
+) -> dict[str, Any]:
+    types = check_types(types)
+    if not name.strip():
+        raise InputError("invalid_name", "provider name must not be empty")
+    provider_id = uuid.uuid4()
+    secret = "whsec_" + secrets.token_urlsafe(32)
+    try:
+        with conn.transaction():
+            conn.execute(
+                q("insert_provider"),
+                {
+                    "provider_id": provider_id,
+                    "name": name.strip(),
+                    "types": types,
+                    "secret": crypto.encrypt(master, secret),
+                    "mqtt_username": None,
+                },
+            )
+    except psycopg.errors.UniqueViolation:
+        raise InputError("duplicate", f"a provider named {name!r} already exists") from None
+    audit(conn, actor, "provider.add", provider_id=str(provider_id), types=types)
+    return {"provider_id": str(provider_id), "webhook_secret": secret, "mqtt": None}
+
+
+def get_provider(conn: psycopg.Connection, provider_id: str | uuid.UUID) -> dict[str, Any] | None:
+    try:
+        pid = uuid.UUID(str(provider_id))
+    except ValueError:
+        return None
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(q("get_provider"), {"provider_id": pid}).fetchone()
+
+
+def webhook_secret(master: bytes, provider: dict[str, Any]) -> bytes:
+    return crypto.decrypt(master, provider["webhook_secret_enc"])
+
+
+def set_provider_status(
+    conn: psycopg.Connection, provider_id: str, status: str, actor: str
+) -> dict[str, Any]:
+    if status not in ("active", "suspended", "removed"):
+        raise InputError("invalid_status", f"unknown provider status {status!r}")
+    pid = parse_uuid(provider_id, "provider")
+    row = conn.execute(q("set_provider_status"), {"provider_id": pid, "status": status}).fetchone()
+    if row is None:
+        raise NotFound("provider", provider_id)
+    audit(conn, actor, f"provider.{status}", provider_id=str(pid))
+    return {"provider_id": str(pid), "status": status}
+
+
+# Subjects and links ----------------------------------------------------------
+
+
+def add_subject(
+    conn: psycopg.Connection,
+    residency: str,
+    links: Sequence[tuple[str, str]],
+    actor: str,
+) -> dict[str, Any]:
+    if residency not in RESIDENCIES:
+        raise InputError("invalid_residency", f"residency must be FI or EU, not {residency!r}")
+    subject_id = uuid.uuid4()
+    conn.execute(q("insert_subject"), {"subject_id": subject_id, "residency": residency})
+    audit(conn, actor, "subject.add", subject_id, residency=residency)
+    for provider_id, user_ref in links:
+        add_link(conn, subject_id, provider_id, user_ref, actor)
+    return {"subject_id": str(subject_id)}
+
+
+def add_link(
+    conn: psycopg.Connection,
+    subject_id: str | uuid.UUID,
+    provider_id: str,
+    user_ref: str,
+    actor: str,
+) -> None:
+    sid = parse_uuid(subject_id, "subject")
+    pid = parse_uuid(provider_id, "provider")
+    if not user_ref or len(user_ref) > 256 or "\x00" in user_ref:
+        raise InputError("invalid_link", "user ref must be 1-256 characters")
+    if get_provider(conn, pid) is None:
+        raise NotFound("provider", provider_id)
+    try:
+        with conn.transaction():
+            conn.execute(
+                q("insert_link"), {"provider_id": pid, "user_ref": user_ref, "subject_id": sid}
+            )
+    except psycopg.errors.UniqueViolation:
+        raise InputError(
+            "duplicate", "this provider's user ref is already linked to a subject"
+        ) from None
+    except psycopg.errors.ForeignKeyViolation:
+        raise NotFound("subject", subject_id) from None
+    audit(conn, actor, "link.add", sid, provider_id=str(pid))
+
+
+def get_subject(conn: psycopg.Connection, subject_id: str | uuid.UUID) -> dict[str, Any]:
+    sid = parse_uuid(subject_id, "subject")
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(q("get_subject"), {"subject_id": sid}).fetchone()
+        if row is None:
+            raise NotFound("subject", subject_id)
+        row["links"] = cur.execute(q("subject_links"), {"subject_id": sid}).fetchall()
+    return row
+
+
+# Consents --------------------------------------------------------------------
+
+
+def grant_consent(
+    conn: psycopg.Connection,
+    subject_id: str,
+    purpose: str,
+    actor: str,
+    provider_id: str | None = None,
+    types: Sequence[str] | None = None,
+    valid_from: datetime | None = None,
+    valid_until: datetime | None = None,
+) -> dict[str, Any]:
+    if purpose not in PURPOSES:
+        raise InputError("invalid_purpose", f"purpose must be one of {', '.join(PURPOSES)}")
+    sid = parse_uuid(subject_id, "subject")
+    pid = parse_uuid(provider_id, "provider") if provider_id else None
+    checked = check_types(types) if types is not None else None
+    for t in (valid_from, valid_until):
+        if t is not None and t.tzinfo is None:
+            raise InputError("invalid_time", "--from/--until need a UTC offset (e.g. Z)")
+    if valid_from and valid_until and valid_from >= valid_until:
+        raise InputError("invalid_time", "--from must be before --until")
+    subject = conn.execute(q("lock_subject"), {"subject_id": sid}).fetchone()
+    if subject is None:
+        raise NotFound("subject", subject_id)
+    if pid and get_provider(conn, pid) is None:
+        raise NotFound("provider", provider_id)
+    consent_id = uuid.uuid4()
+    conn.execute(
+        q("insert_consent"),
+        {
+            "consent_id": consent_id,
+            "subject_id": sid,
+            "purpose": purpose,
+            "provider_id": pid,
+            "types": checked,
+            "valid_from": valid_from,
+            "valid_until": valid_until,
+            "actor": actor,
+        },
+    )
+    audit(
+        conn, actor, "consent.grant", sid, consent_id=str(consent_id), purpose=purpose,
+        provider_id=str(pid) if pid else None, types=checked,
+    )
+    return {"consent_id": str(consent_id)}
+
+
+def withdraw_consent(conn: psycopg.Connection, consent_id: str, actor: str) -> dict[str, Any]:
+    """Effective for every reading committed after this transaction commits.
+
+    Takes the subject's row lock first: a batch holding FOR SHARE on it commits
+    before us; any batch that locks after us sees the withdrawal.
+    """
+    cid = parse_uuid(consent_id, "consent")
+    row = conn.execute(q("consent_subject"), {"consent_id": cid}).fetchone()
+    if row is None:
+        raise NotFound("consent", consent_id)
+    subject_id, withdrawn_at = row
+    conn.execute(q("lock_subject"), {"subject_id": subject_id})
+    if withdrawn_at is None:
+        withdrawn_at = conn.execute(
+            q("insert_withdrawal"), {"consent_id": cid, "actor": actor}
+        ).fetchone()[0]  # type: ignore[index]
+        audit(conn, actor, "consent.withdraw", subject_id, consent_id=str(cid))
+    return {"consent_id": str(cid), "withdrawn_at": withdrawn_at.isoformat()}
+
+
+def consent_history(conn: psycopg.Connection, subject_id: str) -> list[dict[str, Any]]:
+    sid = parse_uuid(subject_id, "subject")
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(q("consent_history"), {"subject_id": sid}).fetchall()
+
+
+# Tokens ----------------------------------------------------------------------
+
+
+def create_token(conn: psycopg.Connection, name: str, role: str, actor: str) -> dict[str, str]:
+    if role not in ROLES:
+        raise InputError("invalid_role", f"role must be one of {', '.join(ROLES)}")
+    token = "vt_" + secrets.token_urlsafe(32)
+    conn.execute(
+        q("insert_token"), {"token_hash": crypto.token_hash(token), "name": name, "role": role}
+    )
+    audit(conn, actor, "token.create", name=name, role=role)
+    return {"token": token, "name": name, "role": role}
+
+
+def token_role(conn: psycopg.Connection, token: str) -> tuple[str, str] | None:
+    row = conn.execute(q("token_role"), {"token_hash": crypto.token_hash(token)}).fetchone()
+    return (row[0], row[1]) if row else None

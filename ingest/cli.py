@@ -1,0 +1,285 @@
+"""`vitals` command line. JSON on stdout, messages on stderr.
+
+Exit codes: 0 success, 1 refused input, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from ingest.admin import InputError
+from ingest.db import StorageError, q
+from ingest.settings import Settings, SettingsError
+
+Handler = Callable[[argparse.Namespace, Settings], int]
+
+
+def emit(data: Any) -> None:
+    sys.stdout.buffer.write(
+        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS)
+        + b"\n"
+    )
+    sys.stdout.flush()
+
+
+def say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def iso_time(value: str) -> datetime:
+    try:
+        t = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {value!r}") from None
+    if t.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"{value!r} needs a UTC offset, e.g. 2026-01-01T00:00Z")
+    return t
+
+
+def csv_list(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def _connect(settings: Settings) -> Any:
+    from ingest.db import connect
+
+    return connect(settings.require_database_url())
+
+
+# Handlers ---------------------------------------------------------------------
+
+
+def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.migrate import migrate
+
+    applied = migrate(settings.require_database_url())
+    say(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
+    emit({"applied": applied})
+    return 0
+
+
+def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import admin
+
+    master = settings.require_secret_key()
+    with _connect(settings) as conn:
+        result = admin.add_provider(conn, master, args.name, args.types, actor="cli")
+        if settings.mqtt_admin_url:
+            from ingest.broker import create_provider_client
+
+            result["mqtt"] = create_provider_client(
+                settings.mqtt_admin_url.get_secret_value(), result["provider_id"]
+            )
+            conn.execute(
+                q("set_provider_mqtt"),
+                {"provider_id": result["provider_id"], "mqtt_username": result["mqtt"]["username"]},
+            )
+        else:
+            say("VITALS_MQTT_ADMIN_URL not set: no MQTT credentials created")
+        conn.commit()
+    emit(result)
+    return 0
+
+
+def cmd_subject_add(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import admin
+
+    links = []
+    for link in args.link or []:
+        provider_id, sep, user_ref = link.partition(":")
+        if not sep or not user_ref:
+            raise InputError("invalid_link", f"--link wants PROVIDER_ID:USER_REF, not {link!r}")
+        links.append((provider_id, user_ref))
+    with _connect(settings) as conn:
+        result = admin.add_subject(conn, args.residency, links, actor="cli")
+        conn.commit()
+    emit(result)
+    return 0
+
+
+def cmd_consent_grant(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import admin
+
+    with _connect(settings) as conn:
+        result = admin.grant_consent(
+            conn,
+            args.subject_id,
+            args.purpose,
+            actor="cli",
+            provider_id=args.provider,
+            types=args.types,
+            valid_from=args.valid_from,
+            valid_until=args.valid_until,
+        )
+        conn.commit()
+    emit(result)
+    return 0
+
+
+def cmd_consent_withdraw(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import admin
+
+    with _connect(settings) as conn:
+        result = admin.withdraw_consent(conn, args.consent_id, actor="cli")
+        conn.commit()
+    emit(result)
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import admin
+
+    with _connect(settings) as conn:
+        result = admin.create_token(conn, args.name, args.role, actor="cli")
+        conn.commit()
+    emit(result)
+    return 0
+
+
+def _read_points(source: str) -> Iterator[object]:
+    """One data point, an array, or JSON lines; a broken line yields None."""
+    data = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()  # noqa: SIM115
+    try:
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        for line in data.splitlines():
+            if line.strip():
+                try:
+                    yield orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    yield None
+        return
+    if isinstance(doc, list):
+        yield from doc
+    else:
+        yield doc
+
+
+def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
+    from schemas.omh import parse_data_point
+    from schemas.reading import INVALID_SCHEMA, Refusal
+
+    now = datetime.now(UTC)
+    invalid = 0
+    try:
+        points = list(_read_points(args.file))
+    except OSError as e:
+        raise InputError("unreadable", f"cannot read {args.file}: {e.strerror}") from None
+    for point in points:
+        parsed = (
+            Refusal(None, INVALID_SCHEMA, "not valid JSON")
+            if point is None
+            else parse_data_point(point, now=now)
+        )
+        if isinstance(parsed, Refusal):
+            invalid += 1
+            emit({"id": parsed.id, "status": "invalid", "reason": parsed.reason,
+                  "detail": parsed.detail})
+        else:
+            emit({"id": parsed.id, "status": "valid", "reason": None, "detail": None})
+    if invalid:
+        say(f"{invalid} of {len(points)} data point(s) invalid")
+    return 1 if invalid else 0
+
+
+def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ingest.broker import broker_init
+
+    emit(broker_init(Path(args.dir), port=args.port))
+    return 0
+
+
+# Parser -----------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitals", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
+    db.add_parser("migrate", help="apply sql/ migrations").set_defaults(func=cmd_db_migrate)
+
+    broker = sub.add_parser("broker", help="Mosquitto set-up").add_subparsers(
+        dest="broker_command", required=True
+    )
+    p = broker.add_parser("init", help="write a Mosquitto config with dynamic security")
+    p.add_argument("dir")
+    p.add_argument("--port", type=int, default=1883)
+    p.set_defaults(func=cmd_broker_init)
+
+    provider = sub.add_parser("provider", help="approved providers").add_subparsers(
+        dest="provider_command", required=True
+    )
+    p = provider.add_parser("add", help="register an approved provider")
+    p.add_argument("name")
+    p.add_argument("--types", type=csv_list, required=True)
+    p.set_defaults(func=cmd_provider_add)
+
+    subject = sub.add_parser("subject", help="data subjects").add_subparsers(
+        dest="subject_command", required=True
+    )
+    p = subject.add_parser("add", help="add a subject")
+    p.add_argument("--residency", required=True, choices=["FI", "EU"])
+    p.add_argument("--link", action="append", metavar="PROVIDER_ID:USER_REF")
+    p.set_defaults(func=cmd_subject_add)
+
+    consent = sub.add_parser("consent", help="consents").add_subparsers(
+        dest="consent_command", required=True
+    )
+    p = consent.add_parser("grant", help="record a consent")
+    p.add_argument("subject_id")
+    p.add_argument("--purpose", required=True,
+                   choices=["collection", "location", "analytics", "research"])
+    p.add_argument("--provider")
+    p.add_argument("--types", type=csv_list)
+    p.add_argument("--from", dest="valid_from", type=iso_time)
+    p.add_argument("--until", dest="valid_until", type=iso_time)
+    p.set_defaults(func=cmd_consent_grant)
+    p = consent.add_parser("withdraw", help="withdraw a consent")
+    p.add_argument("consent_id")
+    p.set_defaults(func=cmd_consent_withdraw)
+
+    token = sub.add_parser("token", help="API bearer tokens").add_subparsers(
+        dest="token_command", required=True
+    )
+    p = token.add_parser("create", help="create a bearer token")
+    p.add_argument("name")
+    p.add_argument("--role", required=True, choices=["admin", "dpo", "analyst"])
+    p.set_defaults(func=cmd_token_create)
+
+    p = sub.add_parser("validate", help="check data points without storing")
+    p.add_argument("file", nargs="?", default="-")
+    p.set_defaults(func=cmd_validate)
+
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings()
+        return int(args.func(args, settings))
+    except InputError as e:
+        say(f"refused ({e.code}): {e}")
+        return 1
+    except SettingsError as e:
+        say(f"configuration error: {e}")
+        return 2
+    except StorageError as e:
+        say(f"storage error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,48 @@
+"""Keys derived from the master key: secrets at rest, pseudonyms, keyed hashes."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+
+from cryptography.fernet import Fernet, InvalidToken
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+
+class DecryptionError(ValueError):
+    """A secret could not be decrypted with this master key."""
+
+
+def subkey(master: bytes, purpose: str) -> bytes:
+    """A 32-byte key for one purpose, so no two uses share key material."""
+    return HKDF(
+        algorithm=hashes.SHA256(), length=32, salt=b"vitals/v1", info=purpose.encode()
+    ).derive(master)
+
+
+def _fernet(master: bytes) -> Fernet:
+    return Fernet(base64.urlsafe_b64encode(subkey(master, "secrets-at-rest")))
+
+
+def encrypt(master: bytes, plaintext: str | bytes) -> bytes:
+    data = plaintext.encode() if isinstance(plaintext, str) else plaintext
+    return _fernet(master).encrypt(data)
+
+
+def decrypt(master: bytes, token: bytes) -> bytes:
+    try:
+        return _fernet(master).decrypt(bytes(token))
+    except InvalidToken as e:
+        raise DecryptionError("secret does not decrypt under VITALS_SECRET_KEY") from e
+
+
+def keyed_hash(master: bytes, purpose: str, value: str) -> str:
+    """HMAC-SHA256 of value under a purpose subkey, hex."""
+    return hmac.new(subkey(master, purpose), value.encode(), hashlib.sha256).hexdigest()
+
+
+def token_hash(token: str) -> bytes:
+    """Bearer tokens are random, so a plain SHA-256 is enough to store them."""
+    return hashlib.sha256(token.encode()).digest()

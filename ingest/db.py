@@ -1,0 +1,95 @@
+"""Database boundary: the pool, named queries, and the project's own errors.
+
+Driver errors never leave this layer as psycopg exceptions: callers see
+`StorageUnavailable` (retry later: HTTP 503, MQTT no-ack) or `StorageError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import psycopg_pool
+
+SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
+QUERIES_DIR = SQL_DIR / "queries"
+MIGRATIONS_DIR = SQL_DIR / "migrations"
+
+_NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+
+
+class StorageError(Exception):
+    """A database operation failed for a reason other than availability."""
+
+
+class StorageUnavailable(StorageError):
+    """The database cannot be reached now; nothing of the operation was stored."""
+
+
+@functools.cache
+def queries() -> dict[str, str]:
+    """All named queries in sql/queries/*.sql (`-- name: x` blocks), loaded once."""
+    found: dict[str, str] = {}
+    for path in sorted(QUERIES_DIR.glob("*.sql")):
+        text = path.read_text()
+        marks = list(_NAME.finditer(text))
+        for i, m in enumerate(marks):
+            end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+            name = m.group(1)
+            if name in found:
+                raise RuntimeError(f"duplicate query name {name!r} in {path.name}")
+            found[name] = text[m.end() : end].strip().rstrip(";")
+    return found
+
+
+def q(name: str) -> str:
+    return queries()[name]
+
+
+_UNAVAILABLE = (psycopg.OperationalError, psycopg_pool.PoolTimeout, psycopg.InterfaceError)
+
+
+@contextlib.contextmanager
+def translate_errors() -> Iterator[None]:
+    """Turn driver errors into StorageUnavailable / StorageError."""
+    try:
+        yield
+    except _UNAVAILABLE as e:
+        raise StorageUnavailable(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+    except psycopg.Error as e:
+        raise StorageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    # Per-connection staging tables for the writer (emptied at every commit).
+    with conn.cursor() as cur:
+        cur.execute(q("create_staging"))
+    conn.commit()
+
+
+def make_pool(
+    url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
+) -> psycopg_pool.ConnectionPool:
+    """The one pool of a process. Opens lazily; connections heal after an outage."""
+    pool = psycopg_pool.ConnectionPool(
+        url,
+        min_size=min_size,
+        max_size=max_size,
+        timeout=timeout,
+        configure=_configure,
+        check=psycopg_pool.ConnectionPool.check_connection,
+        reconnect_timeout=0,  # keep trying forever; callers see StorageUnavailable meanwhile
+        open=False,
+        kwargs={"autocommit": False},
+    )
+    pool.open(wait=False)
+    return pool
+
+
+def connect(url: str, **kwargs: object) -> psycopg.Connection:
+    with translate_errors():
+        return psycopg.connect(url, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,93 @@
+"""A short forward-only migrator: sql/migrations/NNNN_name.sql, recorded in a table."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from ingest.db import MIGRATIONS_DIR, translate_errors
+
+_LOCK_KEY = 0x76_69_74_61_6C_73  # "vitals": one migrator at a time
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    path: Path
+
+    @property
+    def sql(self) -> str:
+        return self.path.read_text()
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.path.read_bytes()).hexdigest()
+
+
+def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+    found = []
+    for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql")):
+        version, _, name = path.stem.partition("_")
+        found.append(Migration(int(version), name, path))
+    return found
+
+
+def _ensure_table(conn: psycopg.Connection) -> None:
+    conn.execute(
+        """
+        CREATE TABLE IF NOT EXISTS schema_migrations (
+            version     integer PRIMARY KEY,
+            name        text NOT NULL,
+            checksum    text NOT NULL,
+            applied_at  timestamptz NOT NULL DEFAULT now()
+        )
+        """
+    )
+
+
+def applied(conn: psycopg.Connection) -> dict[int, str]:
+    row = conn.execute("SELECT to_regclass('schema_migrations') IS NOT NULL").fetchone()
+    if not row or not row[0]:
+        return {}
+    return dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+
+
+def pending(conn: psycopg.Connection) -> list[Migration]:
+    done = applied(conn)
+    return [m for m in available() if m.version not in done]
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+def migrate(url: str) -> list[str]:
+    """Apply every pending migration, each in its own transaction. Returns the names applied."""
+    names: list[str] = []
+    with translate_errors(), psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
+        try:
+            _ensure_table(conn)
+            done = applied(conn)
+            for m in available():
+                if m.version in done:
+                    if done[m.version] != m.checksum:
+                        raise MigrationError(
+                            f"migration {m.path.name} changed after it was applied"
+                        )
+                    continue
+                with conn.transaction():
+                    conn.execute(m.sql)  # type: ignore[arg-type]
+                    conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) "
+                        "VALUES (%s, %s, %s)",
+                        (m.version, m.name, m.checksum),
+                    )
+                names.append(m.path.name)
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return names

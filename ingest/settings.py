@@ -1,0 +1,91 @@
+"""One Settings object, read from the environment (prefix VITALS_).
+
+Built in `main()` / the app factory and passed down; never at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Keys that appear in docs, examples or compose files: never accepted outside demo.
+PLACEHOLDER_KEYS = frozenset(
+    {
+        "change-me",
+        "changeme",
+        "secret",
+        "placeholder",
+        "demo-secret-key-do-not-use-in-production-000",
+        "replace-with-a-long-random-key",
+    }
+)
+MIN_KEY_LENGTH = 32
+DEMO_SECRET_KEY = "demo-secret-key-do-not-use-in-production-000"
+
+
+class SettingsError(ValueError):
+    """The configuration is unusable; the message says which variable and why."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="VITALS_", extra="ignore")
+
+    database_url: str | None = None
+    mqtt_url: SecretStr | None = None
+    mqtt_admin_url: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    admin_token: SecretStr | None = None
+    export_dir: Path = Path("./exports")
+
+    # Writer tuning.
+    pool_min_size: int = 1
+    pool_max_size: int = 8
+    batch_max_readings: int = 5000
+
+    # Retention: maximum age in days per type (default for all) and grace after
+    # a subject's relationship ends.
+    retention_days_default: int = 3650
+    retention_days: dict[str, int] = Field(default_factory=dict)
+    relationship_grace_days: int = 30
+
+    # Flow schedules (cron, UTC).
+    groups_cron: str = "0 * * * *"
+    export_cron: str = "30 2 * * *"
+    retention_cron: str = "15 3 * * *"
+
+    @field_validator("retention_days_default", "relationship_grace_days")
+    @classmethod
+    def _positive(cls, v: int) -> int:
+        if v <= 0:
+            raise ValueError("must be a positive number of days")
+        return v
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise SettingsError("VITALS_DATABASE_URL is required (a PostgreSQL DSN)")
+        return self.database_url
+
+    def require_secret_key(self, *, demo: bool = False) -> bytes:
+        """The master key, refusing a short or placeholder key outside demo."""
+        key = self.secret_key.get_secret_value() if self.secret_key else ""
+        if demo and not key:
+            key = DEMO_SECRET_KEY
+        if not demo:
+            if not key:
+                raise SettingsError("VITALS_SECRET_KEY is required")
+            if key.strip().lower() in PLACEHOLDER_KEYS or "change" in key.lower():
+                raise SettingsError("VITALS_SECRET_KEY is a placeholder; set a random key")
+            if len(key) < MIN_KEY_LENGTH:
+                raise SettingsError(
+                    f"VITALS_SECRET_KEY is too short ({len(key)} chars; need {MIN_KEY_LENGTH}+)"
+                )
+            if len(set(key)) < 8:
+                raise SettingsError("VITALS_SECRET_KEY has too little variety to be random")
+        return key.encode()
+
+    def require_mqtt_url(self) -> str:
+        if not self.mqtt_url:
+            raise SettingsError("VITALS_MQTT_URL is required (mqtt://user:pass@host:port)")
+        return self.mqtt_url.get_secret_value()

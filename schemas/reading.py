@@ -1,0 +1,74 @@
+"""The parsed form every transport hands to the gate.
+
+A payload (Open mHealth data point or FHIR Observation) becomes either a
+`Reading` (valid, normalised to canonical UCUM units, plausible) or a
+`Refusal` carrying one of the contract's reason codes. Nothing else crosses
+from `schemas/` into `ingest/`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Final
+
+# Contract reason codes (CONTRACT.md, "Reason codes").
+INVALID_SCHEMA: Final = "invalid_schema"
+UNSUPPORTED_TYPE: Final = "unsupported_type"
+IMPLAUSIBLE_VALUE: Final = "implausible_value"
+UNKNOWN_SUBJECT: Final = "unknown_subject"
+NO_CONSENT: Final = "no_consent"
+TYPE_NOT_APPROVED: Final = "type_not_approved"
+FUTURE_TIMESTAMP: Final = "future_timestamp"
+REASONS: Final = (
+    INVALID_SCHEMA,
+    UNSUPPORTED_TYPE,
+    IMPLAUSIBLE_VALUE,
+    UNKNOWN_SUBJECT,
+    NO_CONSENT,
+    TYPE_NOT_APPROVED,
+    FUTURE_TIMESTAMP,
+)
+
+# The nine v1 types of the contract, by Open mHealth schema name.
+TYPES: Final = (
+    "heart-rate",
+    "blood-pressure",
+    "blood-glucose",
+    "body-weight",
+    "body-temperature",
+    "oxygen-saturation",
+    "respiratory-rate",
+    "step-count",
+    "geoposition",
+)
+LOCATION_TYPE: Final = "geoposition"
+
+
+@dataclass(frozen=True, slots=True)
+class Component:
+    """One measured quantity of a reading, canonical and as sent."""
+
+    name: str  # e.g. "systolic_blood_pressure"
+    value: float  # in the canonical UCUM unit
+    unit: str  # canonical UCUM unit, e.g. "mm[Hg]"
+    orig_value: float
+    orig_unit: str  # unit as sent, e.g. "mmHg" or "mmol/L"
+
+
+@dataclass(frozen=True, slots=True)
+class Reading:
+    id: str  # header.id / FHIR identifier
+    user_ref: str  # the provider's own reference for the person
+    type: str  # one of TYPES
+    effective_time: datetime  # timezone-aware UTC
+    components: tuple[Component, ...]
+    latitude: float | None = None  # coordinates found inside the reading, if any
+    longitude: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    id: str | None  # reading id when it could be read
+    reason: str  # one of REASONS
+    detail: str  # human explanation; never contains a health value

@@ -1,0 +1,71 @@
+-- name: insert_provider
+INSERT INTO providers (provider_id, name, types, webhook_secret_enc, mqtt_username)
+VALUES (%(provider_id)s, %(name)s, %(types)s, %(secret)s, %(mqtt_username)s)
+
+-- name: get_provider
+SELECT provider_id, name, types, webhook_secret_enc, mqtt_username, status, created_at
+FROM providers WHERE provider_id = %(provider_id)s
+
+-- name: list_providers
+SELECT provider_id, name, types, mqtt_username, status, created_at
+FROM providers ORDER BY created_at
+
+-- name: set_provider_status
+UPDATE providers SET status = %(status)s WHERE provider_id = %(provider_id)s
+RETURNING provider_id, status
+
+-- name: set_provider_mqtt
+UPDATE providers SET mqtt_username = %(mqtt_username)s WHERE provider_id = %(provider_id)s
+
+-- name: insert_subject
+INSERT INTO subjects (subject_id, residency) VALUES (%(subject_id)s, %(residency)s)
+
+-- name: get_subject
+SELECT subject_id, residency, status, relationship_end, created_at
+FROM subjects WHERE subject_id = %(subject_id)s
+
+-- name: lock_subject
+SELECT subject_id, residency, status, relationship_end
+FROM subjects WHERE subject_id = %(subject_id)s FOR UPDATE
+
+-- name: insert_link
+INSERT INTO links (provider_id, user_ref, subject_id)
+VALUES (%(provider_id)s, %(user_ref)s, %(subject_id)s)
+
+-- name: subject_links
+SELECT provider_id, user_ref, created_at FROM links
+WHERE subject_id = %(subject_id)s ORDER BY created_at, provider_id
+
+-- name: insert_consent
+INSERT INTO consents (consent_id, subject_id, purpose, provider_id, types,
+                      valid_from, valid_until, granted_by)
+VALUES (%(consent_id)s, %(subject_id)s, %(purpose)s, %(provider_id)s, %(types)s,
+        coalesce(%(valid_from)s, '-infinity'::timestamptz),
+        coalesce(%(valid_until)s, 'infinity'::timestamptz), %(actor)s)
+
+-- name: consent_subject
+SELECT c.subject_id, w.withdrawn_at
+FROM consents c LEFT JOIN consent_withdrawals w USING (consent_id)
+WHERE c.consent_id = %(consent_id)s
+
+-- name: insert_withdrawal
+INSERT INTO consent_withdrawals (consent_id, withdrawn_by)
+VALUES (%(consent_id)s, %(actor)s)
+RETURNING withdrawn_at
+
+-- name: consent_history
+SELECT c.consent_id, c.purpose, c.provider_id, c.types, c.valid_from, c.valid_until,
+       c.granted_at, c.granted_by, w.withdrawn_at, w.withdrawn_by
+FROM consents c LEFT JOIN consent_withdrawals w USING (consent_id)
+WHERE c.subject_id = %(subject_id)s
+ORDER BY c.granted_at, c.consent_id
+
+-- name: insert_audit
+INSERT INTO audit_log (actor, action, subject_ref, detail)
+VALUES (%(actor)s, %(action)s, %(subject_ref)s, %(detail)s)
+
+-- name: insert_token
+INSERT INTO api_tokens (token_hash, name, role) VALUES (%(token_hash)s, %(name)s, %(role)s)
+
+-- name: token_role
+SELECT name, role FROM api_tokens WHERE token_hash = %(token_hash)s AND revoked_at IS NULL
