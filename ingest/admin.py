@@ -229,8 +229,14 @@ def grant_consent(
         },
     )
     audit(
-        conn, actor, "consent.grant", sid, consent_id=str(consent_id), purpose=purpose,
-        provider_id=str(pid) if pid else None, types=checked,
+        conn,
+        actor,
+        "consent.grant",
+        sid,
+        consent_id=str(consent_id),
+        purpose=purpose,
+        provider_id=str(pid) if pid else None,
+        types=checked,
     )
     return {"consent_id": str(consent_id)}
 

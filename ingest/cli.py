@@ -22,8 +22,7 @@ Handler = Callable[[argparse.Namespace, Settings], int]
 
 def emit(data: Any) -> None:
     sys.stdout.buffer.write(
-        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS)
-        + b"\n"
+        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS) + b"\n"
     )
     sys.stdout.flush()
 
@@ -179,8 +178,14 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
         )
         if isinstance(parsed, Refusal):
             invalid += 1
-            emit({"id": parsed.id, "status": "invalid", "reason": parsed.reason,
-                  "detail": parsed.detail})
+            emit(
+                {
+                    "id": parsed.id,
+                    "status": "invalid",
+                    "reason": parsed.reason,
+                    "detail": parsed.detail,
+                }
+            )
         else:
             emit({"id": parsed.id, "status": "valid", "reason": None, "detail": None})
     if invalid:
@@ -236,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = consent.add_parser("grant", help="record a consent")
     p.add_argument("subject_id")
-    p.add_argument("--purpose", required=True,
-                   choices=["collection", "location", "analytics", "research"])
+    p.add_argument(
+        "--purpose", required=True, choices=["collection", "location", "analytics", "research"]
+    )
     p.add_argument("--provider")
     p.add_argument("--types", type=csv_list)
     p.add_argument("--from", dest="valid_from", type=iso_time)

@@ -33,8 +33,13 @@ def items_of(payload: object, *, max_items: int | None = None) -> list[object]:
     raise ShapeError("expected a JSON object (one data point) or an array of them")
 
 
-def parse_payload(payload: object, fmt: Format = "omh", *, now: datetime | None = None,
-                  max_items: int | None = None) -> list[Parsed]:
+def parse_payload(
+    payload: object,
+    fmt: Format = "omh",
+    *,
+    now: datetime | None = None,
+    max_items: int | None = None,
+) -> list[Parsed]:
     """Decoded JSON → parsed readings/refusals, one per data point, in order."""
     now = now or datetime.now(UTC)
     if fmt == "fhir":

@@ -22,7 +22,7 @@ PLACEHOLDER_KEYS = frozenset(
     }
 )
 MIN_KEY_LENGTH = 32
-DEMO_SECRET_KEY = "demo-secret-key-do-not-use-in-production-000"
+DEMO_SECRET_KEY = "demo-secret-key-do-not-use-in-production-000"  # noqa: S105
 
 
 class SettingsError(ValueError):

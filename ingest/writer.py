@@ -15,7 +15,8 @@ from typing import Literal
 
 import psycopg_pool
 
-from ingest.db import q, translate_errors
+from ingest import metrics
+from ingest.db import StorageError, StorageUnavailable, q, translate_errors
 from schemas.reading import (
     INVALID_SCHEMA,
     NO_CONSENT,
@@ -80,6 +81,36 @@ class Writer:
             return []
         started = time.perf_counter()
         outcomes: list[Outcome | None] = [None] * len(items)
+        try:
+            decided = self._commit(items, transport, outcomes)
+        except StorageError as e:
+            kind = "unavailable" if isinstance(e, StorageUnavailable) else "error"
+            metrics.STORAGE_ERRORS.labels(transport, kind).inc()
+            raise
+        for idx, reason in decided:
+            if outcomes[idx] is not None:
+                continue
+            rid = items[idx][1].id
+            if reason is None:
+                outcomes[idx] = Outcome(rid, "duplicate")
+            else:
+                outcomes[idx] = Outcome(rid, "rejected", reason, _DB_DETAIL.get(reason))
+        result = [
+            o if o is not None else Outcome(items[idx][1].id, "accepted")
+            for idx, o in enumerate(outcomes)
+        ]
+        elapsed = time.perf_counter() - started
+        self.last = BatchStats(len(items), elapsed)
+        metrics.record_batch(transport, elapsed, ((o.status, o.reason) for o in result))
+        return result
+
+    def _commit(
+        self,
+        items: Sequence[tuple[str, Parsed]],
+        transport: str,
+        outcomes: list[Outcome | None],
+    ) -> list[tuple[int, str | None]]:
+        """One transaction: stage, lock, decide + insert. Fills pre-decided outcomes."""
         with translate_errors(), self.pool.connection() as conn, conn.cursor() as cur:
             with cur.copy(q("copy_staging_readings")) as copy:
                 for idx, (provider_id, parsed) in enumerate(items):
@@ -107,8 +138,18 @@ class Writer:
                     if rid and "\x00" in rid:
                         rid = None
                     copy.write_row(
-                        (idx, provider_id, rid, None, None, None, None, None, parsed.reason,
-                         transport)
+                        (
+                            idx,
+                            provider_id,
+                            rid,
+                            None,
+                            None,
+                            None,
+                            None,
+                            None,
+                            parsed.reason,
+                            transport,
+                        )
                     )
             with cur.copy(q("copy_staging_components")) as copy:
                 for idx, (_, parsed) in enumerate(items):
@@ -121,17 +162,4 @@ class Writer:
             cur.execute(q("gate_batch"))
             decided = cur.fetchall()
             conn.commit()
-        for idx, reason in decided:
-            if outcomes[idx] is not None:
-                continue
-            rid = items[idx][1].id
-            if reason is None:
-                outcomes[idx] = Outcome(rid, "duplicate")
-            else:
-                outcomes[idx] = Outcome(rid, "rejected", reason, _DB_DETAIL.get(reason))
-        result = [
-            o if o is not None else Outcome(items[idx][1].id, "accepted")
-            for idx, o in enumerate(outcomes)
-        ]
-        self.last = BatchStats(len(items), time.perf_counter() - started)
-        return result
+            return decided
