@@ -1,0 +1,515 @@
+"""Mosquitto broker set-up: config files, accounts, and provider credentials.
+
+`broker_init` writes a Mosquitto 2.x configuration that uses the
+dynamic-security plugin, with two accounts: an admin (may only use the
+dynamic-security control topic) and the ingester. Provider accounts are then
+managed at run time over `$CONTROL/dynamic-security/v1` with paho-mqtt.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import threading
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, unquote, urlsplit
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+ADMIN_USERNAME = "admin"
+INGESTER_USERNAME = "vitals-ingester"
+SHARE_GROUP = "vitals"
+CONTROL_TOPIC = "$CONTROL/dynamic-security/v1"
+RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
+
+CONFIG_NAME = "mosquitto.conf"
+DYNSEC_NAME = "dynamic-security.json"
+DATA_DIR_NAME = "data"
+
+# Mosquitto 2.0 dynsec: PBKDF2-HMAC-SHA512, 12-byte salt, 64-byte hash.
+_SALT_BYTES = 12
+_HASH_BYTES = 64
+_PBKDF2_ITERATIONS = 101  # what the broker itself uses for clients it creates
+
+_PLUGIN_NAME = "mosquitto_dynamic_security.so"
+_PLUGIN_DIRS = (
+    "/usr/lib/x86_64-linux-gnu",
+    "/usr/lib/aarch64-linux-gnu",
+    "/usr/lib",
+    "/usr/lib64",
+    "/usr/local/lib",
+    "/usr/local/lib64",
+    "/opt/homebrew/lib",
+    "/usr/local/opt/mosquitto/lib",
+)
+
+_PROVIDER_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+
+DEFAULT_TIMEOUT = 10.0
+
+
+class BrokerError(Exception):
+    """A broker set-up or dynamic-security operation failed."""
+
+
+class BrokerConfigExists(BrokerError):
+    """broker_init found files it would overwrite."""
+
+
+# --------------------------------------------------------------------------- urls
+
+
+def parse_mqtt_url(url: str) -> tuple[str, int, str | None, str | None]:
+    """Split `mqtt://user:pass@host:port` into (host, port, username, password).
+
+    User and password are percent-decoded; the port defaults to 1883.
+    """
+    parts = urlsplit(url)
+    if parts.scheme != "mqtt":
+        raise ValueError(f"unsupported MQTT URL scheme {parts.scheme!r}: expected mqtt://")
+    if not parts.hostname:
+        raise ValueError("MQTT URL has no host")
+    try:
+        port = parts.port or 1883
+    except ValueError as exc:
+        raise ValueError(f"MQTT URL has an invalid port: {exc}") from None
+    username = unquote(parts.username) if parts.username is not None else None
+    password = unquote(parts.password) if parts.password is not None else None
+    return parts.hostname, port, username, password
+
+
+def _mqtt_url(username: str, password: str, host: str, port: int) -> str:
+    netloc_host = f"[{host}]" if ":" in host else host
+    return f"mqtt://{quote(username, safe='')}:{quote(password, safe='')}@{netloc_host}:{port}"
+
+
+# ------------------------------------------------------------------ broker_init
+
+
+def find_dynsec_plugin() -> Path:
+    """Locate mosquitto_dynamic_security.so on this machine."""
+    candidates: list[Path] = []
+    mosquitto = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if Path("/usr/sbin/mosquitto").exists() else None
+    )
+    if mosquitto:
+        prefix = Path(mosquitto).resolve().parent.parent
+        candidates += [prefix / "lib" / _PLUGIN_NAME, prefix / "lib64" / _PLUGIN_NAME]
+    candidates += [Path(d) / _PLUGIN_NAME for d in _PLUGIN_DIRS]
+    for candidate in candidates:
+        if candidate.is_file():
+            return candidate
+    for root in ("/usr/lib", "/usr/local/lib"):
+        for found in sorted(Path(root).glob(f"*/{_PLUGIN_NAME}")):
+            return found
+    raise BrokerError(
+        f"{_PLUGIN_NAME} not found next to mosquitto or in {', '.join(_PLUGIN_DIRS)}: "
+        "install Mosquitto >= 2.0 (Debian/Ubuntu package `mosquitto`)"
+    )
+
+
+def _hash_password(password: str) -> dict[str, Any]:
+    salt = secrets.token_bytes(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac(
+        "sha512", password.encode(), salt, _PBKDF2_ITERATIONS, dklen=_HASH_BYTES
+    )
+    return {
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": _PBKDF2_ITERATIONS,
+    }
+
+
+def _acl(acltype: str, topic: str) -> dict[str, Any]:
+    return {"acltype": acltype, "topic": topic, "priority": 0, "allow": True}
+
+
+def _dynsec_document(admin_password: str, ingester_password: str) -> dict[str, Any]:
+    control = "$CONTROL/dynamic-security/#"
+    readings = "vitals/v1/+/readings"
+    return {
+        # Anything not granted by a role is denied.
+        "defaultACLAccess": {
+            "publishClientSend": False,
+            "publishClientReceive": False,
+            "subscribe": False,
+            "unsubscribe": True,
+        },
+        "clients": [
+            {
+                "username": ADMIN_USERNAME,
+                "textname": "vitals broker administrator (dynamic security only)",
+                "roles": [{"rolename": "admin"}],
+                **_hash_password(admin_password),
+            },
+            {
+                "username": INGESTER_USERNAME,
+                "textname": "vitals MQTT ingester",
+                "roles": [{"rolename": "vitals-ingester"}],
+                **_hash_password(ingester_password),
+            },
+        ],
+        "groups": [],
+        "roles": [
+            {
+                "rolename": "admin",
+                "textdescription": "manage clients and roles through dynamic security",
+                "acls": [
+                    _acl("publishClientSend", control),
+                    _acl("publishClientReceive", control),
+                    _acl("subscribePattern", control),
+                ],
+            },
+            {
+                "rolename": "vitals-ingester",
+                "textdescription": "read every provider's readings, publish rejections",
+                "acls": [
+                    _acl("subscribePattern", f"$share/{SHARE_GROUP}/{readings}"),
+                    _acl("subscribePattern", readings),
+                    _acl("publishClientReceive", readings),
+                    _acl("publishClientSend", "vitals/v1/+/rejections"),
+                ],
+            },
+        ],
+    }
+
+
+def _config_text(directory: Path, host: str, port: int, user: str, plugin: Path) -> str:
+    return f"""\
+# Mosquitto configuration for vitals, written by `vitals broker init`.
+# Run with: mosquitto -c {directory / CONFIG_NAME}
+per_listener_settings false
+allow_anonymous false
+# Account the broker runs as when started by root (no effect otherwise).
+user {user}
+
+listener {port} {host}
+
+plugin {plugin}
+plugin_opt_config_file {directory / DYNSEC_NAME}
+
+# Queued QoS 1 messages of persistent sessions survive restarts.
+persistence true
+persistence_location {directory / DATA_DIR_NAME}/
+persistence_file mosquitto.db
+autosave_interval 10
+autosave_on_changes false
+# Sessions that never set an expiry (MQTT 3.1.1 clean_session=false) end after
+# 30 days offline; MQTT 5 clients choose their own session expiry.
+persistent_client_expiration 30d
+
+# Never drop a queued QoS 1 message because of a queue limit (0 = unlimited).
+max_queued_messages 0
+max_queued_bytes 0
+# MQTT 3.1.1 in-flight window; MQTT 5 clients set their own Receive Maximum.
+max_inflight_messages 100
+max_inflight_bytes 0
+queue_qos0_messages false
+# Large enough for a 5 MiB batch: the ingester refuses oversized payloads
+# itself (and reports them on the rejections topic), so they must reach it.
+max_packet_size 8388608
+
+log_dest stderr
+log_type error
+log_type warning
+log_type notice
+log_type information
+log_timestamp_format %Y-%m-%dT%H:%M:%S
+connection_messages true
+"""
+
+
+def _write_file(path: Path, text: str, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def broker_init(
+    directory: Path,
+    port: int = 1883,
+    host: str = "127.0.0.1",
+    *,
+    force: bool = False,
+    user: str | None = None,
+) -> dict[str, str]:
+    """Write a dynamic-security Mosquitto config with an admin and an ingester account.
+
+    Returns `{"config", "mqtt_url", "mqtt_admin_url"}`. Refuses (BrokerConfigExists)
+    when DIR already holds a config or dynamic-security file, unless `force`
+    (which issues new passwords; restart the broker afterwards).
+    `user` is the OS account a root-started broker drops to; it defaults to the
+    account running this function, which owns the files written here.
+    """
+    if not 0 < port < 65536:
+        raise ValueError(f"port out of range: {port}")
+    directory = Path(directory).absolute()
+    for value in (str(directory), host):
+        if any(c in value for c in "\r\n\0") or value != value.strip():
+            raise ValueError(f"cannot be written into a Mosquitto config line: {value!r}")
+    config = directory / CONFIG_NAME
+    dynsec = directory / DYNSEC_NAME
+    data = directory / DATA_DIR_NAME
+    existing = [str(p) for p in (config, dynsec) if p.exists()]
+    if existing and not force:
+        raise BrokerConfigExists(
+            f"refusing to overwrite {', '.join(existing)}: a broker may be using them; "
+            "choose another directory or pass --force (issues new passwords)"
+        )
+    plugin = find_dynsec_plugin()
+    me = pwd.getpwuid(os.geteuid()).pw_name
+    run_as = user or me
+    try:
+        account = pwd.getpwnam(run_as)
+    except KeyError:
+        raise BrokerError(f"no such OS user {run_as!r} for the broker to run as") from None
+
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, exist_ok=True)
+    admin_password = secrets.token_urlsafe(32)
+    ingester_password = secrets.token_urlsafe(32)
+    document = _dynsec_document(admin_password, ingester_password)
+    _write_file(dynsec, json.dumps(document, indent=2) + "\n", 0o600)
+    _write_file(config, _config_text(directory, host, port, run_as, plugin), 0o644)
+    if run_as != me and os.geteuid() == 0:
+        # The broker rewrites the dynsec file (next to it) and owns its store.
+        for path in (directory, data, dynsec, config):
+            os.chown(path, account.pw_uid, account.pw_gid)
+
+    return {
+        "config": str(config),
+        "mqtt_url": _mqtt_url(INGESTER_USERNAME, ingester_password, host, port),
+        "mqtt_admin_url": _mqtt_url(ADMIN_USERNAME, admin_password, host, port),
+    }
+
+
+# -------------------------------------------------------- dynamic security client
+
+
+def _reason(rc: ReasonCode | int) -> str:
+    return str(rc) if isinstance(rc, ReasonCode) else mqtt.error_string(rc)
+
+
+def dynsec_commands(
+    admin_url: str, commands: list[dict[str, Any]], timeout: float = DEFAULT_TIMEOUT
+) -> list[dict[str, Any]]:
+    """Send dynamic-security commands in one request and return their responses.
+
+    Raises BrokerError if the broker is unreachable, refuses the admin login,
+    does not answer within `timeout` seconds, or any command reports an error.
+    """
+    host, port, username, password = parse_mqtt_url(admin_url)
+    tag = secrets.token_hex(8)
+    tagged = [{**cmd, "correlationData": f"{tag}-{i}"} for i, cmd in enumerate(commands)]
+    done = threading.Event()
+    state: dict[str, Any] = {"error": None, "responses": None}
+
+    def fail(message: str) -> None:
+        if state["error"] is None:
+            state["error"] = message
+        done.set()
+
+    def on_connect(
+        client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        if rc.is_failure:
+            fail(f"broker refused the admin login ({username}@{host}:{port}): {rc}")
+        else:
+            client.subscribe(RESPONSE_TOPIC, qos=1)
+
+    def on_subscribe(
+        client: mqtt.Client, _u: Any, _m: int, rcs: list[ReasonCode], _p: Properties | None
+    ) -> None:
+        if any(rc.is_failure for rc in rcs):
+            fail(
+                f"account {username!r} may not use dynamic security "
+                f"(subscribing to {RESPONSE_TOPIC}: {rcs[0]})"
+            )
+        else:
+            client.publish(CONTROL_TOPIC, json.dumps({"commands": tagged}), qos=1)
+
+    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            responses = json.loads(msg.payload)["responses"]
+        except (ValueError, KeyError, TypeError):
+            return
+        mine = [r for r in responses if str(r.get("correlationData", "")).startswith(tag)]
+        if mine:
+            state["responses"] = mine
+            done.set()
+
+    def on_disconnect(
+        _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
+    ) -> None:
+        if not done.is_set():
+            fail(f"broker closed the admin connection: {rc}")
+
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"vitals-admin-{tag}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+        reconnect_on_failure=False,
+    )
+    client.username_pw_set(username, password)
+    client.on_connect = on_connect
+    client.on_subscribe = on_subscribe
+    client.on_message = on_message
+    client.on_disconnect = on_disconnect
+    try:
+        client.connect(host, port, keepalive=30, clean_start=True)
+    except OSError as exc:
+        raise BrokerError(f"cannot reach the MQTT broker at {host}:{port}: {exc}") from exc
+    client.loop_start()
+    try:
+        if not done.wait(timeout):
+            raise BrokerError(
+                f"no dynamic-security response from {host}:{port} within {timeout:g} s "
+                "(is the dynamic-security plugin loaded?)"
+            )
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    if state["error"] is not None:
+        raise BrokerError(state["error"])
+    responses: list[dict[str, Any]] = state["responses"]
+    errors = [f"{r.get('command')}: {r['error']}" for r in responses if r.get("error")]
+    if errors:
+        raise BrokerError("dynamic security refused: " + "; ".join(errors))
+    return responses
+
+
+def ingester_client_id(mqtt_url: str, instance: str = "0") -> str:
+    """A stable MQTT client id for an ingester instance that other accounts cannot guess.
+
+    Mosquitto 2.0 lets any account connect with any client id and so take over
+    that session: a provider that knew the ingester's client id could make the
+    broker drop the ingester's queued readings (they fail the provider's ACLs).
+    Deriving the id from the ingester's password keeps it stable across
+    restarts (the persistent session survives) yet secret.
+    """
+    _host, _port, username, password = parse_mqtt_url(mqtt_url)
+    digest = hashlib.sha256(f"{username}\0{password}\0{instance}".encode()).hexdigest()
+    return f"vitals-ingester-{instance}-{digest[:24]}"
+
+
+def _check_provider_id(provider_id: str) -> str:
+    if not isinstance(provider_id, str) or not _PROVIDER_ID.fullmatch(provider_id):
+        raise ValueError(
+            f"invalid provider id {provider_id!r}: use letters, digits, '.', '_', ':', '-' "
+            "(no MQTT wildcards or '/'), at most 128 characters"
+        )
+    return provider_id
+
+
+def provider_username(provider_id: str) -> str:
+    return f"provider-{_check_provider_id(provider_id)}"
+
+
+def provider_topics(provider_id: str) -> tuple[str, str]:
+    """(readings topic, rejections topic) of a provider."""
+    base = f"vitals/v1/{_check_provider_id(provider_id)}"
+    return f"{base}/readings", f"{base}/rejections"
+
+
+def create_provider_client(
+    admin_url: str, provider_id: str, timeout: float = DEFAULT_TIMEOUT
+) -> dict[str, str]:
+    """Create the MQTT account of a provider: publish to its readings, read its rejections.
+
+    Returns `{"username", "password", "topic"}`.
+    """
+    username = provider_username(provider_id)
+    readings, rejections = provider_topics(provider_id)
+    password = secrets.token_urlsafe(24)
+    dynsec_commands(
+        admin_url,
+        [
+            {
+                "command": "createRole",
+                "rolename": username,
+                "textdescription": f"provider {provider_id}: its own readings and rejections",
+            }
+        ],
+        timeout,
+    )
+    try:
+        dynsec_commands(
+            admin_url,
+            [
+                {"command": "addRoleACL", "rolename": username, **_acl(t, topic)}
+                for t, topic in (
+                    ("publishClientSend", readings),
+                    ("subscribeLiteral", rejections),
+                    ("publishClientReceive", rejections),
+                )
+            ]
+            + [
+                {
+                    "command": "createClient",
+                    "username": username,
+                    "password": password,
+                    "textname": f"vitals provider {provider_id}",
+                    "roles": [{"rolename": username}],
+                }
+            ],
+            timeout,
+        )
+    except BrokerError:
+        # Leave nothing half-made behind: the role is ours (createRole succeeded).
+        with contextlib.suppress(BrokerError):
+            dynsec_commands(admin_url, [{"command": "deleteRole", "rolename": username}], timeout)
+        raise
+    return {"username": username, "password": password, "topic": readings}
+
+
+def disable_provider_client(
+    admin_url: str, provider_id: str, timeout: float = DEFAULT_TIMEOUT
+) -> None:
+    """Refuse the provider's logins from now on (and drop its live connections)."""
+    dynsec_commands(
+        admin_url,
+        [{"command": "disableClient", "username": provider_username(provider_id)}],
+        timeout,
+    )
+
+
+def enable_provider_client(
+    admin_url: str, provider_id: str, timeout: float = DEFAULT_TIMEOUT
+) -> None:
+    """Allow a disabled provider to log in again with its existing password."""
+    dynsec_commands(
+        admin_url,
+        [{"command": "enableClient", "username": provider_username(provider_id)}],
+        timeout,
+    )
+
+
+def delete_provider_client(
+    admin_url: str, provider_id: str, timeout: float = DEFAULT_TIMEOUT
+) -> None:
+    """Delete the provider's MQTT account and its role."""
+    username = provider_username(provider_id)
+    dynsec_commands(
+        admin_url,
+        [
+            {"command": "deleteClient", "username": username},
+            {"command": "deleteRole", "rolename": username},
+        ],
+        timeout,
+    )
