@@ -302,10 +302,6 @@ def broker_init(
 # -------------------------------------------------------- dynamic security client
 
 
-def _reason(rc: ReasonCode | int) -> str:
-    return str(rc) if isinstance(rc, ReasonCode) else mqtt.error_string(rc)
-
-
 def dynsec_commands(
     admin_url: str, commands: list[dict[str, Any]], timeout: float = DEFAULT_TIMEOUT
 ) -> list[dict[str, Any]]:
