@@ -1,0 +1,87 @@
+"""Shared benchmark plumbing: a scratch database, seeded registry, data points."""
+
+from __future__ import annotations
+
+import os
+import resource
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+from psycopg import sql
+
+from ingest import admin
+from ingest.migrate import migrate
+
+SECRET_KEY = os.environ.get("VITALS_SECRET_KEY", "bench-key-7c1e9a3f5b2d4e6a8c0b1d3f5a7e9c2b")
+SERVER_URL = os.environ.get(
+    "VITALS_BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@contextmanager
+def scratch_database(prefix: str = "vitals_bench") -> Iterator[str]:
+    """A freshly migrated database, dropped afterwards."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(SERVER_URL, autocommit=True) as c:
+        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = psycopg.conninfo.make_conninfo(SERVER_URL, dbname=name)
+    try:
+        migrate(url)
+        yield url
+    finally:
+        with psycopg.connect(SERVER_URL, autocommit=True) as c:
+            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
+                sql.Identifier(name)))
+
+
+def seed_registry(url: str, n_subjects: int, types: tuple[str, ...] = ("heart-rate",
+                  "blood-pressure")) -> tuple[str, list[str], str]:
+    """One provider, n consenting subjects linked as u0..un-1. Returns (provider_id, refs, secret)."""
+    with psycopg.connect(url) as conn:
+        p = admin.add_provider(conn, SECRET_KEY.encode(), "bench", types, "bench")
+        pid = p["provider_id"]
+        refs = [f"u{i}" for i in range(n_subjects)]
+        for ref in refs:
+            sid = admin.add_subject(conn, "EU", [(pid, ref)], "bench")["subject_id"]
+            admin.grant_consent(conn, sid, "collection", "bench", provider_id=pid)
+        conn.commit()
+    return pid, refs, p["webhook_secret"]
+
+
+def data_points(n: int, refs: list[str], start: datetime | None = None) -> list[dict]:
+    """n heart-rate / blood-pressure data points (1 in 4 is blood pressure)."""
+    start = start or datetime.now(UTC) - timedelta(days=1)
+    out = []
+    for i in range(n):
+        t = (start + timedelta(milliseconds=300 * i)).isoformat().replace("+00:00", "Z")
+        if i % 4 == 3:
+            body = {
+                "systolic_blood_pressure": {"value": 110 + i % 30, "unit": "mmHg"},
+                "diastolic_blood_pressure": {"value": 70 + i % 15, "unit": "mmHg"},
+                "effective_time_frame": {"date_time": t},
+            }
+            name, version = "blood-pressure", "4.0"
+        else:
+            body = {
+                "heart_rate": {"value": 55 + i % 60, "unit": "beats/min"},
+                "effective_time_frame": {"date_time": t},
+            }
+            name, version = "heart-rate", "2.0"
+        out.append({
+            "header": {
+                "id": f"bench-{i}",
+                "creation_date_time": t,
+                "schema_id": {"namespace": "omh", "name": name, "version": version},
+                "acquisition_provenance": {"source_name": "bench", "modality": "sensed"},
+                "user_id": refs[i % len(refs)],
+            },
+            "body": body,
+        })
+    return out
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
