@@ -102,6 +102,27 @@ def cmd_subject_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_subject_export(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.rights import write_extract
+
+    with _connect(settings) as conn:
+        if args.out:
+            with open(args.out, "wb") as out:
+                counts = write_extract(conn, args.subject_id, out, actor="cli")
+            emit({"subject_id": args.subject_id, "out": args.out, **counts})
+        else:
+            write_extract(conn, args.subject_id, sys.stdout.buffer, actor="cli")
+    return 0
+
+
+def cmd_subject_erase(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.rights import erase_subject
+
+    master = settings.require_secret_key()
+    emit(erase_subject(settings.require_database_url(), master, args.subject_id, actor="cli"))
+    return 0
+
+
 def cmd_consent_grant(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
@@ -202,6 +223,13 @@ def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.http import serve
+
+    serve(settings, host=args.host, port=args.port)
+    return 0
+
+
 # Parser -----------------------------------------------------------------------
 
 
@@ -235,6 +263,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--residency", required=True, choices=["FI", "EU"])
     p.add_argument("--link", action="append", metavar="PROVIDER_ID:USER_REF")
     p.set_defaults(func=cmd_subject_add)
+    p = subject.add_parser("export", help="machine-readable extract of a subject's data")
+    p.add_argument("subject_id")
+    p.add_argument("--out", help="write the JSON document here (default: stdout)")
+    p.set_defaults(func=cmd_subject_export)
+    p = subject.add_parser("erase", help="erase a subject everywhere (resumable)")
+    p.add_argument("subject_id")
+    p.set_defaults(func=cmd_subject_erase)
 
     consent = sub.add_parser("consent", help="consents").add_subparsers(
         dest="consent_command", required=True
@@ -260,6 +295,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=["admin", "dpo", "analyst"])
     p.set_defaults(func=cmd_token_create)
+
+    p = sub.add_parser("serve", help="the HTTP API (webhooks, admin, health, metrics)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check data points without storing")
     p.add_argument("file", nargs="?", default="-")

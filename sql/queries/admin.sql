@@ -54,7 +54,10 @@ VALUES (%(consent_id)s, %(actor)s)
 RETURNING withdrawn_at
 
 -- name: consent_history
-SELECT c.consent_id, c.purpose, c.provider_id, c.types, c.valid_from, c.valid_until,
+-- Open bounds are stored as -infinity/infinity and shown as null.
+SELECT c.consent_id, c.purpose, c.provider_id, c.types,
+       CASE WHEN isfinite(c.valid_from) THEN c.valid_from END AS valid_from,
+       CASE WHEN isfinite(c.valid_until) THEN c.valid_until END AS valid_until,
        c.granted_at, c.granted_by, w.withdrawn_at, w.withdrawn_by
 FROM consents c LEFT JOIN consent_withdrawals w USING (consent_id)
 WHERE c.subject_id = %(subject_id)s

@@ -1,0 +1,124 @@
+-- name: extract_subject
+SELECT subject_id, residency, status, relationship_end, created_at
+FROM subjects WHERE subject_id = %(subject_id)s
+
+-- name: extract_readings
+SELECT reading_id, provider_id, type, component, effective_time, value, unit,
+       orig_value, orig_unit, latitude, longitude, received_at, erroneous
+FROM readings WHERE subject_id = %(subject_id)s
+ORDER BY effective_time, reading_id, component
+
+-- name: extract_groups
+SELECT group_key, rule_version, evidence, valid_from, valid_until, end_reason
+FROM group_memberships WHERE subject_id = %(subject_id)s
+ORDER BY valid_from, group_key
+
+-- name: extract_rejections
+SELECT provider_id, reading_id, reason, transport, effective_time, received_at
+FROM rejections WHERE subject_id = %(subject_id)s
+ORDER BY received_at
+
+-- name: extract_disclosures
+SELECT e.export_id, e.region, e.cutoff, e.created_at, e.created_by, e.purged_at
+FROM export_subjects es JOIN exports e USING (export_id)
+WHERE es.subject_id = %(subject_id)s
+ORDER BY e.created_at
+
+-- name: erasure_begin
+-- Step 1: the subject stops being active (new readings: unknown_subject) and a
+-- receipt records the request. Re-running finds the receipt and continues.
+WITH s AS (
+    UPDATE subjects SET status = 'erasing' WHERE subject_id = %(subject_id)s
+    RETURNING subject_id
+)
+INSERT INTO erasure_receipts (subject_hash, erased_by)
+SELECT %(subject_hash)s, %(actor)s FROM s
+ON CONFLICT (subject_hash) DO NOTHING
+
+-- name: erasure_queue_exports
+-- Step 2: remember which past exports hold the subject, by pseudonym.
+INSERT INTO export_purge_queue (export_id, pseudonym, cause)
+SELECT es.export_id, %(pseudonym)s, 'erasure'
+FROM export_subjects es
+WHERE es.subject_id = %(subject_id)s AND es.export_id = %(export_id)s
+ON CONFLICT DO NOTHING
+
+-- name: erasure_exports_of
+SELECT e.export_id, e.salt_enc
+FROM export_subjects es JOIN exports e USING (export_id)
+WHERE es.subject_id = %(subject_id)s
+
+-- name: erasure_delete_readings
+-- Step 3, in bounded chunks (TimescaleDB deletes from compressed chunks too).
+WITH doomed AS (
+    SELECT ctid FROM readings WHERE subject_id = %(subject_id)s LIMIT %(chunk)s
+)
+DELETE FROM readings r USING doomed d WHERE r.ctid = d.ctid
+
+-- name: erasure_delete_rest
+-- Step 4: everything else that names the subject, then the subject itself.
+WITH g AS (DELETE FROM group_memberships WHERE subject_id = %(subject_id)s RETURNING 1),
+     r AS (DELETE FROM rejections WHERE subject_id = %(subject_id)s RETURNING 1),
+     l AS (DELETE FROM links WHERE subject_id = %(subject_id)s RETURNING 1),
+     x AS (DELETE FROM export_subjects WHERE subject_id = %(subject_id)s RETURNING 1)
+SELECT (SELECT count(*) FROM g) AS groups, (SELECT count(*) FROM r) AS rejections,
+       (SELECT count(*) FROM l) AS links, (SELECT count(*) FROM x) AS disclosures
+
+-- name: erasure_delete_consents
+WITH w AS (
+    DELETE FROM consent_withdrawals
+    WHERE consent_id IN (SELECT consent_id FROM consents WHERE subject_id = %(subject_id)s)
+    RETURNING 1
+), c AS (
+    DELETE FROM consents WHERE subject_id = %(subject_id)s RETURNING 1
+)
+SELECT (SELECT count(*) FROM c) AS consents, (SELECT count(*) FROM w) AS withdrawals
+
+-- name: erasure_pseudonymise_audit
+-- Audit entries stay, with the subject id replaced by its keyed hash and the
+-- before/after values of corrections (which may hold user refs) redacted.
+UPDATE audit_log
+SET subject_ref = %(subject_hash)s,
+    detail = replace((detail - 'before' - 'after')::text, %(subject_ref)s,
+                     %(subject_hash)s)::jsonb
+             || CASE WHEN detail ? 'before' OR detail ? 'after'
+                     THEN '{"redacted": "erasure"}'::jsonb ELSE '{}'::jsonb END
+WHERE subject_ref = %(subject_ref)s
+
+-- name: erasure_add_counts
+UPDATE erasure_receipts
+SET counts = counts || (
+    SELECT coalesce(jsonb_object_agg(k, coalesce((counts ->> k)::bigint, 0) + v::bigint), '{}')
+    FROM jsonb_each_text(%(counts)s) AS t(k, v))
+WHERE subject_hash = %(subject_hash)s
+
+-- name: erasure_finish
+WITH s AS (DELETE FROM subjects WHERE subject_id = %(subject_id)s RETURNING 1)
+UPDATE erasure_receipts SET completed_at = now() WHERE subject_hash = %(subject_hash)s
+
+-- name: erasure_receipt
+SELECT subject_hash, requested_at, completed_at, erased_by, counts
+FROM erasure_receipts WHERE subject_hash = %(subject_hash)s
+
+-- name: mark_reading_erroneous
+UPDATE readings SET erroneous = %(erroneous)s
+WHERE subject_id = %(subject_id)s AND provider_id = %(provider_id)s
+  AND reading_id = %(reading_id)s
+RETURNING component, erroneous
+
+-- name: delete_reading
+DELETE FROM readings
+WHERE subject_id = %(subject_id)s AND provider_id = %(provider_id)s
+  AND reading_id = %(reading_id)s
+RETURNING component
+
+-- name: set_residency
+UPDATE subjects SET residency = %(residency)s WHERE subject_id = %(subject_id)s
+
+-- name: set_relationship_end
+UPDATE subjects SET relationship_end = %(relationship_end)s WHERE subject_id = %(subject_id)s
+
+-- name: delete_link
+DELETE FROM links WHERE subject_id = %(subject_id)s AND provider_id = %(provider_id)s
+  AND user_ref = %(user_ref)s
+RETURNING provider_id

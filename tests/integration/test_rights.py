@@ -1,0 +1,200 @@
+"""Subject rights on real PostgreSQL: extract, corrections, resumable erasure."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+
+import orjson
+import psycopg
+import pytest
+
+from flows import rights
+from ingest import admin
+from ingest.writer import Writer
+from schemas.reading import Component, Reading
+from tests.support import seed
+
+NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
+USER_REF = "user-ref-qz81xk"
+
+
+def hr(rid: str, user: str = USER_REF, value: float = 64.0) -> Reading:
+    return Reading(
+        rid, user, "heart-rate", NOW, (Component("heart_rate", value, "/min", value, "beats/min"),)
+    )
+
+
+def no_pseudonym(salt: bytes, subject_id: str) -> str:
+    raise AssertionError("no exports in this test")
+
+
+@pytest.fixture
+def person(conn: psycopg.Connection, master_key: bytes, writer: Writer) -> dict[str, str]:
+    pid = seed.provider(conn, master_key, ("heart-rate", "blood-pressure"))["provider_id"]
+    sid = seed.subject(conn, pid, USER_REF, residency="FI")
+    cid = seed.consent(conn, sid, provider_id=pid, types=["heart-rate"])
+    seed.consent(conn, sid, "analytics")
+    out = writer.write(
+        [(pid, hr(f"r{i}", value=60 + i)) for i in range(30)]
+        + [
+            (
+                pid,
+                Reading(
+                    "bp",
+                    USER_REF,
+                    "blood-pressure",
+                    NOW,
+                    (Component("systolic_blood_pressure", 120, "mm[Hg]", 120, "mmHg"),),
+                ),
+            )
+        ],
+        "test",
+    )
+    assert [o.status for o in out].count("accepted") == 30
+    conn.execute(
+        "INSERT INTO group_memberships (subject_id, group_key, rule_version, evidence, "
+        "valid_from) VALUES (%s, 'heart_rate_high', 'v1', '{\"median\": 101}', now())",
+        (sid,),
+    )
+    conn.commit()
+    return {"provider": pid, "subject": sid, "consent": cid}
+
+
+def test_extract_holds_everything(conn: psycopg.Connection, person: dict) -> None:
+    buf = io.BytesIO()
+    counts = rights.write_extract(conn, person["subject"], buf, actor="dpo-test")
+    doc = orjson.loads(buf.getvalue())
+    assert doc["subject"]["subject_id"] == person["subject"]
+    assert doc["subject"]["residency"] == "FI"
+    assert doc["links"] == [
+        {
+            "provider_id": person["provider"],
+            "user_ref": USER_REF,
+            "created_at": doc["links"][0]["created_at"],
+        }
+    ]
+    assert [c["purpose"] for c in doc["consents"]] == ["collection", "analytics"]
+    assert len(doc["readings"]) == 30 and counts["readings"] == 30
+    r0 = doc["readings"][0]
+    assert {r0["unit"], r0["orig_unit"], r0["component"]} == {"/min", "beats/min", "heart_rate"}
+    assert doc["groups"][0]["group_key"] == "heart_rate_high"
+    assert doc["groups"][0]["evidence"] == {"median": 101}
+    assert [r["reason"] for r in doc["rejections"]] == ["no_consent"]
+    assert doc["disclosures"] == []
+    audit = conn.execute(
+        "SELECT actor, action FROM audit_log WHERE subject_ref = %s AND action = 'subject.extract'",
+        (person["subject"],),
+    ).fetchall()
+    assert audit == [("dpo-test", "subject.extract")]
+
+
+def test_corrections_write_before_and_after(conn: psycopg.Connection, person: dict) -> None:
+    rights.correct_subject(conn, person["subject"], "dpo", residency="EU")
+    rights.correct_reading(
+        conn, person["subject"], person["provider"], "r3", "dpo", action="erroneous"
+    )
+    rights.correct_reading(
+        conn, person["subject"], person["provider"], "r4", "dpo", action="delete"
+    )
+    assert conn.execute("SELECT residency FROM subjects").fetchone() == ("EU",)
+    assert conn.execute("SELECT erroneous FROM readings WHERE reading_id = 'r3'").fetchone() == (
+        True,
+    )
+    assert conn.execute("SELECT count(*) FROM readings WHERE reading_id = 'r4'").fetchone() == (0,)
+    rows = conn.execute(
+        "SELECT action, detail FROM audit_log WHERE action IN "
+        "('subject.correct', 'reading.erroneous', 'reading.delete') "
+        "ORDER BY audit_id"
+    ).fetchall()
+    assert [r[0] for r in rows] == ["subject.correct", "reading.erroneous", "reading.delete"]
+    assert rows[0][1]["before"]["residency"] == "FI"
+    assert rows[0][1]["after"]["residency"] == "EU"
+    with pytest.raises(admin.NotFound):
+        rights.correct_reading(
+            conn, person["subject"], person["provider"], "nope", "dpo", action="delete"
+        )
+
+
+def dump(db_url: str) -> str:
+    pg_dump = shutil.which("pg_dump")
+    assert pg_dump, "pg_dump is needed to check that erasure leaves nothing behind"
+    return subprocess.run(
+        [pg_dump, "--data-only", db_url], check=True, capture_output=True, text=True
+    ).stdout
+
+
+@pytest.mark.parametrize(
+    "crash_after", [None, "begin", "queue_exports", "readings", "rest", "audit"]
+)
+def test_erasure_leaves_nothing_and_resumes(
+    db_url: str,
+    conn: psycopg.Connection,
+    master_key: bytes,
+    writer: Writer,
+    person: dict,
+    crash_after: str | None,
+) -> None:
+    sid, pid = person["subject"], person["provider"]
+    rights.correct_subject(conn, sid, "dpo", relationship_end=NOW)
+    assert sid in dump(db_url) and USER_REF in dump(db_url)
+    if crash_after:
+        with pytest.raises(RuntimeError, match="injected crash"):
+            rights.erase_subject(
+                db_url, master_key, sid, "dpo", pseudonym=no_pseudonym, crash_after=crash_after
+            )
+        # Half-erased: new readings are refused already.
+        assert writer.write([(pid, hr("mid"))], "test")[0].reason == "unknown_subject"
+    receipt = rights.erase_subject(db_url, master_key, sid, "dpo", pseudonym=no_pseudonym)
+    assert receipt["completed_at"] and not receipt["already_erased"]
+    assert receipt["counts"]["readings"] == 30
+    assert receipt["counts"]["consents"] == 2
+
+    text = dump(db_url)
+    assert sid not in text and sid.replace("-", "") not in text
+    assert USER_REF not in text
+    shash = rights.subject_hash(master_key, sid)
+    conn.commit()
+    assert (
+        conn.execute("SELECT count(*) FROM audit_log WHERE subject_ref = %s", (shash,)).fetchone()[
+            0
+        ]
+        >= 4
+    )  # type: ignore[index]
+    assert conn.execute("SELECT erased_by FROM erasure_receipts").fetchall() == [("dpo",)]
+    # Afterwards the provider's user ref is unknown.
+    assert writer.write([(pid, hr("after"))], "test")[0].reason == "unknown_subject"
+    # Idempotent.
+    again = rights.erase_subject(db_url, master_key, sid, "dpo", pseudonym=no_pseudonym)
+    assert again["already_erased"] and again["subject_hash"] == shash
+
+
+def test_erase_unknown_subject_is_refused(db_url: str, master_key: bytes) -> None:
+    with pytest.raises(admin.NotFound):
+        rights.erase_subject(db_url, master_key, "5b0e8a8e-0000-4000-8000-000000000000", "dpo")
+
+
+def test_cli_extract_to_file(cli_env: dict, person: dict, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = tmp_path / "extract.json"
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "ingest.cli",
+            "subject",
+            "export",
+            person["subject"],
+            "--out",
+            str(out),
+        ],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    assert orjson.loads(r.stdout)["readings"] == 30
+    assert len(orjson.loads(out.read_bytes())["readings"]) == 30
