@@ -217,10 +217,26 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from ingest.broker import broker_init
+    from ingest.broker import BrokerError, broker_init
 
-    emit(broker_init(Path(args.dir), port=args.port))
+    try:
+        info = broker_init(Path(args.dir), port=args.port)
+    except (BrokerError, ValueError) as e:
+        say(f"refused: {e}")
+        return 1
+    emit(info)
     return 0
+
+
+def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.mqtt import serve
+
+    return serve(
+        settings,
+        instance=args.instance,
+        metrics_port=args.metrics_port,
+        receive_maximum=args.receive_maximum,
+    )
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -247,6 +263,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--port", type=int, default=1883)
     p.set_defaults(func=cmd_broker_init)
+
+    p = sub.add_parser("mqtt", help="the MQTT ingester (SIGTERM drains, commits, acknowledges)")
+    p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    p.add_argument("--instance", default="0", help="ingester instance id (one session each)")
+    p.add_argument(
+        "--receive-maximum",
+        type=int,
+        default=1000,
+        help="unacknowledged messages the broker may send at once (bounds memory)",
+    )
+    p.set_defaults(func=cmd_mqtt)
 
     provider = sub.add_parser("provider", help="approved providers").add_subparsers(
         dest="provider_command", required=True

@@ -1,0 +1,590 @@
+"""The HTTP transport: signed partner webhooks, health and metrics, the admin API.
+
+Thin on purpose: authenticate, read the body within limits, decode, hand the
+items to the gate (`parse_payload`) and the shared coalescing writer, answer.
+No SQL and no consent logic here: the writer's transaction decides.
+
+    app = create_app(Settings())        # refuses a placeholder VITALS_SECRET_KEY
+    uvicorn.run(app)                    # or: vitals serve --port 8080
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Annotated, Any
+
+import orjson
+import psycopg_pool
+from fastapi import FastAPI, Header, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from pydantic import BaseModel, Field
+
+from ingest import admin, logs
+from ingest.coalesce import CoalescingWriter
+from ingest.db import StorageError, StorageUnavailable, make_pool, translate_errors
+from ingest.gate import Format, ShapeError, parse_payload
+from ingest.migrate import pending
+from ingest.settings import Settings
+from ingest.writer import Writer
+
+log = logging.getLogger("vitals.http")
+
+MAX_BODY_BYTES = 5 * 1024 * 1024
+MAX_ITEMS = 5000
+SIGNATURE_TOLERANCE_S = 300
+SIGNATURE_HEADER = "Vitals-Signature"
+RETRY_AFTER_S = 5
+PROVIDER_CACHE_TTL_S = 30.0
+TRANSPORT = "http"
+
+REQUEST_SECONDS = Histogram(
+    "vitals_http_request_seconds",
+    "HTTP request latency by route template and status",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+# Signatures -------------------------------------------------------------------
+
+
+def sign(secret: bytes | str, body: bytes, t: int | None = None) -> str:
+    """The `Vitals-Signature` header value a partner sends for `body`."""
+    key = secret.encode() if isinstance(secret, str) else secret
+    t = int(time.time()) if t is None else t
+    mac = hmac.new(key, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={t},v1={mac}"
+
+
+def verify_signature(header: str | None, secret: bytes, body: bytes, now: float) -> str | None:
+    """None when the header signs `body` with `secret` within tolerance; else why not."""
+    if not header:
+        return f"missing {SIGNATURE_HEADER} header"
+    t: int | None = None
+    candidates: list[str] = []
+    for part in header.split(","):
+        key, _, value = part.strip().partition("=")
+        if key == "t" and value.isdigit() and len(value) <= 12:
+            t = int(value)
+        elif key == "v1" and value:
+            candidates.append(value.strip().lower())
+    if t is None or not candidates:
+        return f"{SIGNATURE_HEADER} must look like t=UNIX_SECONDS,v1=HEX"
+    if abs(now - t) > SIGNATURE_TOLERANCE_S:
+        return f"signature timestamp is more than {SIGNATURE_TOLERANCE_S} s from server time"
+    expected = hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
+    ok = False
+    for candidate in candidates:  # compare every one: no early exit on a match
+        ok |= hmac.compare_digest(expected.encode(), candidate.encode("ascii", "replace"))
+    return None if ok else "signature does not match"
+
+
+# Provider secrets, cached briefly ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ProviderAuth:
+    provider_id: str
+    active: bool
+    secret: bytes
+
+
+class ProviderCache:
+    """provider id → decrypted webhook secret and status, for `ttl` seconds.
+
+    Saves a database round trip per request; a suspension made elsewhere is
+    seen within `ttl` (and the writer's transaction refuses readings of a
+    non-active provider regardless).
+    """
+
+    def __init__(self, pool: psycopg_pool.ConnectionPool, master: bytes, ttl: float) -> None:
+        self.pool = pool
+        self.master = master
+        self.ttl = ttl
+        self._entries: dict[str, tuple[float, ProviderAuth]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, provider_id: str) -> ProviderAuth | None:
+        """Raises StorageUnavailable when a lookup is needed and the database is down."""
+        now = time.monotonic()
+        with self._lock:
+            hit = self._entries.get(provider_id)
+        if hit and hit[0] > now:
+            return hit[1]
+        if not _looks_like_uuid(provider_id):
+            return None
+        with translate_errors(), self.pool.connection(timeout=5) as conn:
+            row = admin.get_provider(conn, provider_id)
+        if row is None:
+            return None
+        auth = ProviderAuth(
+            str(row["provider_id"]),
+            row["status"] == "active",
+            admin.webhook_secret(self.master, row),
+        )
+        with self._lock:
+            if len(self._entries) > 10_000:
+                self._entries.clear()
+            self._entries[provider_id] = (now + self.ttl, auth)
+        return auth
+
+    def invalidate(self, provider_id: str | None = None) -> None:
+        with self._lock:
+            if provider_id is None:
+                self._entries.clear()
+            else:
+                self._entries.pop(provider_id, None)
+
+
+def _looks_like_uuid(value: str) -> bool:
+    if len(value) > 64:
+        return False
+    try:
+        admin.parse_uuid(value, "provider")
+    except admin.InputError:
+        return False
+    return True
+
+
+# Application state -------------------------------------------------------------
+
+
+@dataclass
+class Runtime:
+    """Everything a request needs; built by `create_app`, started by its lifespan."""
+
+    settings: Settings
+    master: bytes
+    admin_token_hash: bytes | None
+    demo: bool
+    pool: psycopg_pool.ConnectionPool | None = None
+    owns_pool: bool = False
+    coalescer: CoalescingWriter | None = None
+    providers: ProviderCache | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def require_pool(self) -> psycopg_pool.ConnectionPool:
+        if self.pool is None:
+            raise StorageUnavailable("the application has not started")
+        return self.pool
+
+
+def runtime(request: Request) -> Runtime:
+    rt: Runtime = request.app.state.runtime
+    return rt
+
+
+# Responses -------------------------------------------------------------------
+
+
+def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        orjson.dumps(data, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_SUBCLASS),
+        status_code=status,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def error(status: int, code: str, detail: str, headers: dict[str, str] | None = None) -> Response:
+    return json_response({"error": code, "detail": detail}, status, headers)
+
+
+def unavailable(detail: str = "storage is unavailable; retry later") -> Response:
+    return error(503, "unavailable", detail, {"Retry-After": str(RETRY_AFTER_S)})
+
+
+class ItemResult(BaseModel):
+    id: str | None
+    status: str = Field(description="accepted | duplicate | rejected")
+    reason: str | None = Field(
+        None,
+        description="invalid_schema, unsupported_type, implausible_value, unknown_subject, "
+        "no_consent, type_not_approved or future_timestamp",
+    )
+    detail: str | None = None
+
+
+class WebhookResult(BaseModel):
+    accepted: int
+    duplicates: int
+    rejected: int
+    results: list[ItemResult]
+
+
+class ErrorBody(BaseModel):
+    error: str
+    detail: str
+
+
+_EXAMPLE_POINT = {
+    "header": {
+        "id": "3f1c2b7a-0d7e-4a55-9f0e-1b2c3d4e5f60",
+        "creation_date_time": "2026-01-15T08:30:00Z",
+        "schema_id": {"namespace": "omh", "name": "heart-rate", "version": "2.0"},
+        "acquisition_provenance": {"source_name": "Acme Band", "modality": "sensed"},
+        "user_id": "partner-user-17",
+    },
+    "body": {
+        "heart_rate": {"value": 64, "unit": "beats/min"},
+        "effective_time_frame": {"date_time": "2026-01-15T08:29:00Z"},
+    },
+}
+_EXAMPLE_FHIR = {
+    "resourceType": "Observation",
+    "id": "hr-1",
+    "status": "final",
+    "code": {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]},
+    "subject": {"reference": "Patient/partner-user-17"},
+    "effectiveDateTime": "2026-01-15T08:29:00Z",
+    "valueQuantity": {
+        "value": 64,
+        "unit": "beats/minute",
+        "system": "http://unitsofmeasure.org",
+        "code": "/min",
+    },
+}
+_WEBHOOK_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "description": "One data point or an array of at most 5,000 (5 MiB), signed with "
+        "`Vitals-Signature: t=UNIX_SECONDS,v1=HEX`, HEX = HMAC-SHA256(webhook_secret, "
+        '"{t}.{raw_body}").',
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [{"type": "object"}, {"type": "array", "maxItems": MAX_ITEMS}]},
+                "examples": {
+                    "one": {"summary": "One Open mHealth data point", "value": _EXAMPLE_POINT},
+                    "array": {"summary": "An array of data points", "value": [_EXAMPLE_POINT]},
+                },
+            },
+            "application/fhir+json": {
+                "schema": {"type": "object"},
+                "examples": {
+                    "observation": {"summary": "A FHIR R4 Observation", "value": _EXAMPLE_FHIR},
+                    "bundle": {
+                        "summary": "A Bundle of Observations",
+                        "value": {
+                            "resourceType": "Bundle",
+                            "type": "collection",
+                            "entry": [{"resource": _EXAMPLE_FHIR}],
+                        },
+                    },
+                },
+            },
+        },
+    }
+}
+_WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "model": WebhookResult,
+        "description": "Every accepted reading is committed. Results are in input order.",
+        "content": {
+            "application/json": {
+                "example": {
+                    "accepted": 1,
+                    "duplicates": 0,
+                    "rejected": 1,
+                    "results": [
+                        {"id": "a1", "status": "accepted", "reason": None, "detail": None},
+                        {
+                            "id": "a2",
+                            "status": "rejected",
+                            "reason": "no_consent",
+                            "detail": "no consent covers this provider, data type and "
+                            "effective time",
+                        },
+                    ],
+                }
+            }
+        },
+    },
+    400: {"model": ErrorBody, "description": "Malformed JSON or wrong top-level shape"},
+    401: {"model": ErrorBody, "description": "Signature missing, wrong, or stale"},
+    404: {"model": ErrorBody, "description": "Unknown, suspended or removed provider"},
+    413: {"model": ErrorBody, "description": "More than 5 MiB or 5,000 items"},
+    415: {"model": ErrorBody, "description": "Not application/json or application/fhir+json"},
+    503: {"model": ErrorBody, "description": "Storage unavailable; nothing was stored"},
+}
+
+
+# Body handling -------------------------------------------------------------------
+
+
+async def read_limited(request: Request, limit: int) -> bytes | None:
+    """The raw body, or None as soon as it exceeds `limit` bytes (rest unread)."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        return None
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def payload_format(content_type: str | None, payload: object) -> Format | None:
+    media = (content_type or "").split(";")[0].strip().lower()
+    if media == "application/fhir+json":
+        return "fhir"
+    if media in ("", "application/json"):
+        # A FHIR resource sent as plain JSON is still recognisable.
+        if isinstance(payload, dict) and "resourceType" in payload:
+            return "fhir"
+        return "omh"
+    return None
+
+
+def item_count(payload: object, fmt: Format) -> int:
+    if fmt == "omh":
+        return len(payload) if isinstance(payload, list) else 1
+    if isinstance(payload, dict) and isinstance(payload.get("entry"), list):
+        return len(payload["entry"])
+    return 1
+
+
+# Middleware ----------------------------------------------------------------------
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class RequestMetrics:
+    """Latency histogram and one JSON log line per request, by route template."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
+            if route not in ("/healthz", "/metrics", "/readyz"):
+                log.info(
+                    "request",
+                    extra={
+                        "event": "request",
+                        "method": scope["method"],
+                        "route": route,
+                        "status": status,
+                        "duration_ms": round(elapsed * 1000, 2),
+                    },
+                )
+
+
+# The app ------------------------------------------------------------------------
+
+
+def create_app(
+    settings: Settings,
+    *,
+    pool: psycopg_pool.ConnectionPool | None = None,
+    demo: bool = False,
+) -> FastAPI:
+    """Build the app. Refuses (SettingsError) a short or placeholder secret key.
+
+    With `pool`, the caller owns it; otherwise the lifespan opens one from
+    VITALS_DATABASE_URL and closes it at shutdown.
+    """
+    master = settings.require_secret_key(demo=demo)
+    if pool is None:
+        settings.require_database_url()
+    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    rt = Runtime(
+        settings=settings,
+        master=master,
+        admin_token_hash=hashlib.sha256(token.encode()).digest() if token else None,
+        demo=demo,
+        pool=pool,
+    )
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if rt.pool is None:
+            rt.pool = make_pool(
+                settings.require_database_url(),
+                min_size=settings.pool_min_size,
+                max_size=settings.pool_max_size,
+                timeout=5.0,
+            )
+            rt.owns_pool = True
+        rt.providers = ProviderCache(rt.pool, master, PROVIDER_CACHE_TTL_S)
+        rt.coalescer = CoalescingWriter(
+            Writer(rt.pool), TRANSPORT, max_batch=settings.batch_max_readings
+        )
+        log.info("http transport started", extra={"event": "started"})
+        try:
+            yield
+        finally:
+            await run_in_threadpool(rt.coalescer.close)
+            if rt.owns_pool:
+                await run_in_threadpool(rt.pool.close)
+                rt.pool = None
+            log.info("http transport stopped", extra={"event": "stopped"})
+
+    app = FastAPI(
+        title="vitals",
+        version="1",
+        summary="Consent-gated health telemetry: signed partner webhooks and the admin API.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = rt
+    app.add_middleware(RequestMetrics)
+
+    @app.get("/healthz", tags=["operations"], summary="The process is up")
+    def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="The database is reachable and migrations are current",
+        responses={503: {"description": "Not ready"}},
+    )
+    def readyz() -> Response:
+        try:
+            with translate_errors(), rt.require_pool().connection(timeout=2) as conn:
+                waiting = [m.path.name for m in pending(conn)]
+        except StorageError as e:
+            return json_response(
+                {"status": "unavailable", "detail": type(e).__name__},
+                503,
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+        if waiting:
+            return json_response({"status": "migrations_pending", "pending": waiting}, 503)
+        return json_response({"status": "ready"})
+
+    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post(
+        "/v1/providers/{provider_id}/readings",
+        tags=["webhook"],
+        summary="Push readings (signed)",
+        response_model=WebhookResult,
+        responses=_WEBHOOK_RESPONSES,
+        openapi_extra=_WEBHOOK_OPENAPI,
+    )
+    async def post_readings(
+        provider_id: str,
+        request: Request,
+        vitals_signature: Annotated[
+            str | None,
+            Header(
+                alias=SIGNATURE_HEADER,
+                description="t=UNIX_SECONDS,v1=HEX; HEX = HMAC-SHA256(secret, f'{t}.{raw_body}')",
+            ),
+        ] = None,
+    ) -> Response:
+        return await _webhook(rt, provider_id, request, vitals_signature)
+
+    from ingest.api_admin import install_handlers, router
+
+    install_handlers(app)
+    app.include_router(router)
+    return app
+
+
+async def _webhook(
+    rt: Runtime, provider_id: str, request: Request, signature: str | None
+) -> Response:
+    assert rt.providers is not None and rt.coalescer is not None
+    try:
+        provider = await run_in_threadpool(rt.providers.get, provider_id)
+    except StorageUnavailable:
+        return unavailable()
+    if provider is None or not provider.active:
+        return error(404, "unknown_provider", "no active provider with this id")
+    body = await read_limited(request, MAX_BODY_BYTES)
+    if body is None:
+        return error(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
+    problem = verify_signature(signature, provider.secret, body, time.time())
+    if problem:
+        return error(401, "bad_signature", problem)
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return error(400, "malformed_json", "the body is not valid UTF-8 JSON")
+    fmt = payload_format(request.headers.get("content-type"), payload)
+    if fmt is None:
+        return error(
+            415, "unsupported_media_type", "send application/json or application/fhir+json"
+        )
+    if item_count(payload, fmt) > MAX_ITEMS:
+        return error(413, "too_many_items", f"at most {MAX_ITEMS} data points per request")
+    try:
+        parsed = await run_in_threadpool(parse_payload, payload, fmt, max_items=MAX_ITEMS)
+    except ShapeError as e:
+        return error(400, "wrong_shape", str(e))
+    try:
+        future = rt.coalescer.submit([(provider.provider_id, p) for p in parsed])
+        outcomes = await asyncio.wrap_future(future)
+    except StorageUnavailable:
+        return unavailable()
+    except StorageError:
+        log.exception("storage error", extra={"event": "storage_error"})
+        return error(500, "storage_error", "the readings could not be stored")
+    counts = {"accepted": 0, "duplicate": 0, "rejected": 0}
+    for o in outcomes:
+        counts[o.status] += 1
+    log.info(
+        "readings",
+        extra={
+            "event": "readings",
+            "provider_id": provider.provider_id,
+            "items": len(outcomes),
+            "accepted": counts["accepted"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+        },
+    )
+    return json_response(
+        {
+            "accepted": counts["accepted"],
+            "duplicates": counts["duplicate"],
+            "rejected": counts["rejected"],
+            "results": [o.as_dict() for o in outcomes],
+        }
+    )
+
+
+def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
+    """`vitals serve`: JSON logs, then uvicorn until SIGINT/SIGTERM (which drains)."""
+    import uvicorn
+
+    logs.configure()
+    app = create_app(settings)  # refuses a placeholder key before binding the port
+    log.info("serving", extra={"event": "serve", "host": host, "port": port})
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
