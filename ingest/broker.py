@@ -248,6 +248,9 @@ def broker_init(
     *,
     force: bool = False,
     user: str | None = None,
+    plugin: Path | None = None,
+    admin_password: str | None = None,
+    ingester_password: str | None = None,
 ) -> dict[str, str]:
     """Write a dynamic-security Mosquitto config with an admin and an ingester account.
 
@@ -272,7 +275,7 @@ def broker_init(
             f"refusing to overwrite {', '.join(existing)}: a broker may be using them; "
             "choose another directory or pass --force (issues new passwords)"
         )
-    plugin = find_dynsec_plugin()
+    plugin = Path(plugin) if plugin else find_dynsec_plugin()
     me = pwd.getpwuid(os.geteuid()).pw_name
     run_as = user or me
     try:
@@ -282,8 +285,11 @@ def broker_init(
 
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     data.mkdir(mode=0o700, exist_ok=True)
-    admin_password = secrets.token_urlsafe(32)
-    ingester_password = secrets.token_urlsafe(32)
+    for given in (admin_password, ingester_password):
+        if given is not None and len(given) < 16:
+            raise ValueError("broker passwords must be at least 16 characters")
+    admin_password = admin_password or secrets.token_urlsafe(32)
+    ingester_password = ingester_password or secrets.token_urlsafe(32)
     document = _dynsec_document(admin_password, ingester_password)
     _write_file(dynsec, json.dumps(document, indent=2) + "\n", 0o600)
     _write_file(config, _config_text(directory, host, port, run_as, plugin), 0o644)

@@ -217,14 +217,33 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from ingest.broker import BrokerError, broker_init
+    from ingest.broker import BrokerError, broker_init, parse_mqtt_url
 
+    passwords: dict[str, str | None] = {"admin_password": None, "ingester_password": None}
+    if args.passwords_from_env:
+        # Compose: the accounts' passwords come from the URLs the services use.
+        for key, url in (
+            ("admin_password", settings.mqtt_admin_url),
+            ("ingester_password", settings.mqtt_url),
+        ):
+            if url is None:
+                raise SettingsError(
+                    "--passwords-from-env needs VITALS_MQTT_URL and VITALS_MQTT_ADMIN_URL"
+                )
+            passwords[key] = parse_mqtt_url(url.get_secret_value())[3]
     try:
-        info = broker_init(Path(args.dir), port=args.port)
+        result = broker_init(
+            Path(args.dir),
+            port=args.port,
+            host=args.host,
+            force=args.force,
+            user=args.user,
+            plugin=Path(args.plugin) if args.plugin else None,
+            **passwords,
+        )
     except (BrokerError, ValueError) as e:
-        say(f"refused: {e}")
-        return 1
-    emit(info)
+        raise InputError("broker_init", str(e)) from None
+    emit(result)
     return 0
 
 
@@ -262,6 +281,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = broker.add_parser("init", help="write a Mosquitto config with dynamic security")
     p.add_argument("dir")
     p.add_argument("--port", type=int, default=1883)
+    p.add_argument("--host", default="127.0.0.1", help="listener address")
+    p.add_argument("--force", action="store_true", help="overwrite (issues new passwords)")
+    p.add_argument("--user", help="OS account a root-started broker runs as")
+    p.add_argument("--plugin", help="path of mosquitto_dynamic_security.so")
+    p.add_argument(
+        "--passwords-from-env",
+        action="store_true",
+        help="take the account passwords from VITALS_MQTT_URL/_ADMIN_URL",
+    )
     p.set_defaults(func=cmd_broker_init)
 
     p = sub.add_parser("mqtt", help="the MQTT ingester (SIGTERM drains, commits, acknowledges)")
