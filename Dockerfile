@@ -1,0 +1,33 @@
+# syntax=docker/dockerfile:1
+# The vitals app image: API, MQTT ingester, flows runner, migrations, broker init.
+
+FROM python:3.11-slim AS build
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN python -m venv /opt/venv
+ENV PATH=/opt/venv/bin:$PATH
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY ingest ingest
+COPY flows flows
+COPY schemas schemas
+COPY sql sql
+# Editable install: the code and its sql/ live together under /app.
+RUN pip install -e .
+
+FROM python:3.11-slim
+RUN groupadd --system --gid 10001 vitals \
+ && useradd --system --uid 10001 --gid vitals --home /app --shell /usr/sbin/nologin vitals \
+ && groupadd --system --gid 1883 mosquitto \
+ && useradd --system --uid 1883 --gid mosquitto --no-create-home --shell /usr/sbin/nologin mosquitto
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /app /app
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    DO_NOT_TRACK=1 \
+    PREFECT_HOME=/app/.prefect \
+    VITALS_EXPORT_DIR=/exports
+WORKDIR /app
+RUN mkdir -p /exports /app/.prefect && chown vitals:vitals /exports /app/.prefect
+USER vitals
+EXPOSE 8080 9100
+CMD ["vitals", "serve", "--host", "0.0.0.0", "--port", "8080"]
