@@ -1,0 +1,52 @@
+"""What every payload type shares: strict JSON typing and value-free errors."""
+
+from __future__ import annotations
+
+from typing import Final, TypeVar
+
+from pydantic import ConfigDict, ValidationError, with_config
+
+# JSON types exactly as the schemas say them: no coercion ("6000" is not a
+# number, true is not a number), no NaN/Infinity. Properties a schema does
+# not name are allowed, as the Open mHealth schemas allow them, and dropped.
+# Payload types are TypedDicts validated by pydantic TypeAdapters: absent
+# optional keys stay absent and an explicit null is refused, as in JSON Schema.
+CONFIG: Final = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+T = TypeVar("T")
+
+
+def strict(cls: type[T]) -> type[T]:
+    """Class decorator: apply `CONFIG` to a TypedDict."""
+    return with_config(CONFIG)(cls)
+
+
+# Short, value-free wording of pydantic error types (the input is never echoed).
+_WORDING: Final[dict[str, str]] = {
+    "missing": "required",
+    "literal_error": "not an allowed value",
+    "float_type": "must be a number",
+    "int_type": "must be an integer",
+    "string_type": "must be a string",
+    "dict_type": "must be an object",
+    "list_type": "must be an array",
+    "finite_number": "must be a finite number",
+    "string_pattern_mismatch": "malformed",
+    "string_too_short": "must not be empty",
+    "string_too_long": "too long",
+    "datetime_from_date_parsing": "not a valid date-time",
+    "datetime_parsing": "not a valid date-time",
+    "date_from_datetime_parsing": "not a valid date",
+    "date_parsing": "not a valid date",
+}
+
+
+def describe(exc: ValidationError, prefix: str = "") -> str:
+    """Which field is wrong and why, from the first error, without its value."""
+    err = exc.errors(include_url=False, include_input=False, include_context=True)[0]
+    where = ".".join(str(p) for p in (prefix, *err["loc"]) if p != "")
+    why = _WORDING.get(err["type"], "invalid")
+    expected = (err.get("ctx") or {}).get("expected")
+    if err["type"] == "literal_error" and isinstance(expected, str) and len(expected) <= 120:
+        why += f" (allowed: {expected})"  # the schema's own enumeration
+    return f"{where or 'value'}: {why}"
