@@ -1,0 +1,460 @@
+"""`vitals mqtt` on a private Mosquitto and real PostgreSQL: what providers and operators see.
+
+The ingester runs as a real `vitals mqtt` subprocess. The helpers here are
+reused by test_mqtt_faults.py (crashes, restarts, outages).
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+import psycopg
+import pytest
+from mqtt_helpers import Broker, Collector, connect_reason, free_port, publish_qos1, start_broker
+from prometheus_client.parser import text_string_to_metric_families
+
+from ingest.broker import create_provider_client, ingester_client_id
+from tests.support import seed
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+# ------------------------------------------------------------------ helpers
+
+
+@dataclass
+class Provider:
+    id: str
+    url: str  # its MQTT account
+    topic: str  # vitals/v1/{id}/readings
+    rejections: str  # vitals/v1/{id}/rejections
+    password: str
+
+
+def new_provider(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    *,
+    user_ref: str = "alice",
+    consent: bool = True,
+) -> Provider:
+    """A registered provider with a broker account and one linked subject."""
+    pid = seed.provider(conn, master_key, ("heart-rate", "blood-pressure"))["provider_id"]
+    creds = create_provider_client(broker.admin_url, pid)
+    sid = seed.subject(conn, pid, user_ref)
+    if consent:
+        seed.consent(conn, sid, provider_id=pid, types=["heart-rate", "blood-pressure"])
+    return Provider(
+        pid,
+        broker.url(creds["username"], creds["password"]),
+        creds["topic"],
+        f"vitals/v1/{pid}/rejections",
+        creds["password"],
+    )
+
+
+def points(n: int, user_ref: str = "alice", prefix: str | None = None) -> list[dict[str, Any]]:
+    prefix = prefix or uuid.uuid4().hex[:8]
+    return [seed.data_point(user_ref, id=f"{prefix}-{i}", value=60 + i % 40) for i in range(n)]
+
+
+def messages(data: Sequence[object], per: int) -> list[bytes]:
+    """Data points as JSON arrays of `per` (one object when per == 1)."""
+    if per == 1:
+        return [json.dumps(p).encode() for p in data]
+    return [json.dumps(list(data[i : i + per])).encode() for i in range(0, len(data), per)]
+
+
+def stored(db_url: str) -> tuple[int, int]:
+    """(reading rows, distinct reading ids) committed so far."""
+    with psycopg.connect(db_url, autocommit=True) as c:
+        row = c.execute("SELECT count(*), count(DISTINCT reading_id) FROM readings").fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str, step: float = 0.1) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(step)
+
+
+def wait_stored(db_url: str, n: int, timeout: float) -> None:
+    last: list[tuple[int, int]] = []
+
+    def enough() -> bool:
+        last[:] = [stored(db_url)]
+        return last[0][0] >= n
+
+    try:
+        wait_until(enough, timeout, f"{n} stored readings", step=0.2)
+    except TimeoutError as e:
+        raise TimeoutError(f"{e}; stored (rows, distinct ids) = {last}") from None
+
+
+class IngesterProcess:
+    """`vitals mqtt` as a subprocess, with its metrics endpoint for assertions."""
+
+    def __init__(
+        self,
+        env: dict[str, str],
+        broker: Broker,
+        log_dir: Path,
+        *,
+        instance: str | None = None,
+        args: Sequence[str] = (),
+    ) -> None:
+        self.env = {**env, "VITALS_MQTT_URL": broker.ingester_url}
+        self.broker = broker
+        self.instance = instance or uuid.uuid4().hex[:8]
+        self.args = list(args)
+        self.log_dir = log_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        self.metrics_port = 0
+        self.runs = 0
+
+    @property
+    def client_id(self) -> str:
+        return ingester_client_id(self.broker.ingester_url, self.instance)
+
+    @property
+    def log_path(self) -> Path:
+        return self.log_dir / f"ingester-{self.instance}-{self.runs}.log"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def start(self, timeout: float = 20.0) -> IngesterProcess:
+        self.runs += 1
+        self.metrics_port = free_port()
+        command = [sys.executable, "-m", "ingest.cli", "mqtt", "--instance", self.instance]
+        command += ["--metrics-port", str(self.metrics_port), *self.args]
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                command, env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        try:
+            wait_until(self.subscribed, timeout, "the ingester to connect and subscribe")
+        except TimeoutError:
+            self.kill()
+            raise AssertionError(f"ingester did not come up; log:\n{self.log()[-4000:]}") from None
+        return self
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def metrics(self) -> dict[str, float]:
+        """Every sample as `name{k="v",...}` → value (labels sorted)."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 (local)
+            text = response.read().decode()
+        out: dict[str, float] = {}
+        for family in text_string_to_metric_families(text):
+            for s in family.samples:
+                labels = ",".join(f'{k}="{v}"' for k, v in sorted(s.labels.items()))
+                out[f"{s.name}{{{labels}}}" if labels else s.name] = s.value
+        return out
+
+    def metric(self, name: str, **labels: str) -> float:
+        label_text = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        return self.metrics().get(f"{name}{{{label_text}}}" if labels else name, 0.0)
+
+    def subscribed(self) -> bool:
+        if not self.alive():
+            raise AssertionError(f"ingester exited early; log:\n{self.log()[-4000:]}")
+        try:
+            return self.metric("vitals_mqtt_connected") == 1.0
+        except OSError:
+            return False
+
+    def rss_mb(self) -> float:
+        assert self.process is not None
+        return float(psutil.Process(self.process.pid).memory_info().rss) / 2**20
+
+    def terminate(self, timeout: float = 40.0) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(
+                f"ingester ignored SIGTERM for {timeout:g} s; log:\n{self.log()[-4000:]}"
+            ) from None
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker per test: persistent shared-subscription sessions of earlier
+    ingesters would otherwise keep receiving their share of the messages."""
+    with start_broker(tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture
+def ingesters(
+    cli_env: dict[str, str], broker: Broker, tmp_path: Path
+) -> Iterator[Callable[..., IngesterProcess]]:
+    """Factory for `vitals mqtt` processes; all are killed at the end of the test."""
+    made: list[IngesterProcess] = []
+
+    def make(**kwargs: Any) -> IngesterProcess:
+        proc = IngesterProcess(cli_env, broker, tmp_path, **kwargs)
+        made.append(proc)
+        return proc
+
+    yield make
+    for proc in made:
+        proc.kill()
+
+
+@pytest.fixture
+def ingester(ingesters: Callable[..., IngesterProcess]) -> IngesterProcess:
+    return ingesters().start()
+
+
+class Publisher(threading.Thread):
+    """Publishes in the background; `error` holds what went wrong, if anything."""
+
+    def __init__(self, url: str, topic: str, payloads: list[bytes], timeout: float = 120) -> None:
+        super().__init__(daemon=True)
+        self.args = (url, topic, payloads, timeout)
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        url, topic, payloads, timeout = self.args
+        try:
+            acks = publish_qos1(url, topic, payloads, timeout=timeout)
+            if any(rc.is_failure for rc in acks):
+                raise AssertionError(f"broker refused a publish: {acks}")
+        except BaseException as e:
+            self.error = e
+
+    def finish(self, timeout: float = 120) -> None:
+        self.join(timeout)
+        assert not self.is_alive(), "publisher still running"
+        if self.error is not None:
+            raise self.error
+
+
+# ------------------------------------------------------------------- tests
+
+
+def test_readings_are_stored_under_the_topics_provider(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingester: IngesterProcess,
+    db_url: str,
+) -> None:
+    a = new_provider(conn, master_key, broker)
+    data = points(5)
+    acks = publish_qos1(a.url, a.topic, [*messages(data[:4], 2), *messages(data[4:], 1)])
+    assert not any(rc.is_failure for rc in acks)
+    wait_stored(db_url, 5, timeout=15)
+    with psycopg.connect(db_url, autocommit=True) as c:
+        rows = c.execute("SELECT DISTINCT provider_id::text, type FROM readings").fetchall()
+    assert rows == [(a.id, "heart-rate")]
+    wait_until(
+        lambda: ingester.metric("vitals_mqtt_messages_total", result="acked") == 3,
+        5,
+        "3 acknowledged messages",
+    )
+    assert ingester.metric("vitals_readings_total", transport="mqtt", status="accepted", reason="")
+    assert ingester.metric("vitals_mqtt_inflight_messages") == 0
+
+
+def test_a_reading_without_consent_yields_a_rejection_message(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingester: IngesterProcess,
+    db_url: str,
+) -> None:
+    a = new_provider(conn, master_key, broker, user_ref="bob", consent=False)
+    [point] = points(1, "bob")
+    rid = point["header"]["id"]
+    with Collector(a.url, a.rejections) as inbox:
+        publish_qos1(a.url, a.topic, messages([point], 1))
+        [msg] = inbox.wait_for(1, timeout=15)
+    refusal = json.loads(msg.payload)
+    assert set(refusal) == {"id", "reason", "detail"}
+    assert (refusal["id"], refusal["reason"]) == (rid, "no_consent")
+    assert stored(db_url) == (0, 0)
+    with psycopg.connect(db_url, autocommit=True) as c:
+        rows = c.execute(
+            "SELECT provider_id::text, reading_id, reason, transport FROM rejections"
+        ).fetchall()
+    assert rows == [(a.id, rid, "no_consent", "mqtt")]
+
+
+def test_provider_b_cannot_publish_to_provider_as_topic(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingester: IngesterProcess,
+    db_url: str,
+) -> None:
+    a = new_provider(conn, master_key, broker, user_ref="alice")
+    b = new_provider(conn, master_key, broker, user_ref="bert")
+    [forged] = publish_qos1(b.url, a.topic, messages(points(1, "alice"), 1))
+    assert forged.is_failure
+    [own] = publish_qos1(b.url, b.topic, messages(points(1, "bert", prefix="b"), 1))
+    assert not own.is_failure
+    wait_stored(db_url, 1, timeout=15)  # B's own reading: the ingester was listening
+    time.sleep(0.5)
+    with psycopg.connect(db_url, autocommit=True) as c:
+        providers = c.execute("SELECT provider_id::text, reading_id FROM readings").fetchall()
+        refused = c.execute("SELECT count(*) FROM rejections").fetchone()
+    assert providers == [(b.id, "b-0")]
+    assert refused == (0,)
+
+
+def test_anonymous_and_wrong_passwords_are_refused(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingester: IngesterProcess,
+    db_url: str,
+) -> None:
+    a = new_provider(conn, master_key, broker)
+    username = f"provider-{a.id}"
+    assert connect_reason(f"mqtt://127.0.0.1:{broker.port}").is_failure
+    assert connect_reason(broker.url(username, a.password + "x")).is_failure
+    assert connect_reason(broker.url("vitals-ingester", "guess")).is_failure
+    for url in (f"mqtt://127.0.0.1:{broker.port}", broker.url(username, "wrong")):
+        with pytest.raises(ConnectionRefusedError):
+            publish_qos1(url, a.topic, messages(points(1), 1))
+    assert not connect_reason(a.url).is_failure  # the right password works
+    time.sleep(0.5)
+    assert stored(db_url) == (0, 0)
+
+
+def test_malformed_payloads_are_refused_and_ingestion_goes_on(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingester: IngesterProcess,
+    db_url: str,
+) -> None:
+    a = new_provider(conn, master_key, broker)
+    no_body = points(1, prefix="nobody")[0]
+    del no_body["body"]
+    good = points(1, prefix="good")
+    bad = [
+        b"this is not json",
+        b"42",
+        b'{"header": {"id": "cut',
+        json.dumps(["x" * 300_000]).encode(),  # > 256 KiB
+        json.dumps(no_body).encode(),
+        b"\xff\xfe",
+    ]
+    with Collector(a.url, a.rejections) as inbox:
+        acks = publish_qos1(a.url, a.topic, [*bad, *messages(good, 1)])
+        assert not any(rc.is_failure for rc in acks)
+        received = inbox.wait_for(len(bad), timeout=15)
+        received = inbox.quiet(0.3)
+    refusals = [json.loads(m.payload) for m in received]
+    assert [r["reason"] for r in refusals] == ["invalid_schema"] * len(bad)
+    assert {r["id"] for r in refusals} == {None, "nobody-0"}
+    assert any("256" in r["detail"] or "262144" in r["detail"] for r in refusals)
+    wait_stored(db_url, 1, timeout=10)
+    assert ingester.alive()
+    with psycopg.connect(db_url, autocommit=True) as c:
+        reasons = c.execute("SELECT reason, count(*) FROM rejections GROUP BY reason").fetchall()
+    assert reasons == [("invalid_schema", len(bad))]
+    assert ingester.metric("vitals_mqtt_messages_total", result="malformed") == len(bad) - 1
+    # Still ingesting after all that.
+    publish_qos1(a.url, a.topic, messages(points(1, prefix="later"), 1))
+    wait_stored(db_url, 2, timeout=10)
+
+
+def test_sigterm_drains_commits_acknowledges_and_exits_0(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingesters: Callable[..., IngesterProcess],
+    db_url: str,
+) -> None:
+    a = new_provider(conn, master_key, broker)
+    # A small receive window, so that the broker still holds messages at SIGTERM.
+    ingester = ingesters(args=["--receive-maximum", "10"]).start()
+    data = points(10_000)
+    payloads = messages(data, 10)
+    publisher = Publisher(a.url, a.topic, payloads)
+    publisher.start()
+    wait_stored(db_url, 500, timeout=30)
+    assert ingester.terminate() == 0, ingester.log()[-4000:]
+    publisher.finish()
+    assert "drained" in ingester.log()
+
+    # Everything committed was acknowledged: the session redelivers only the rest.
+    with psycopg.connect(db_url, autocommit=True) as c:
+        committed = {r[0] for r in c.execute("SELECT reading_id FROM readings")}
+    assert 500 <= len(committed) < len(data)
+    with Collector(
+        broker.ingester_url, client_id=ingester.client_id, clean_start=False, session_expiry=600
+    ) as session:
+        assert session.session_present
+        left = len(payloads) - len(committed) // 10
+        redelivered = session.wait_for(left, timeout=30)
+        redelivered = session.quiet(0.5)
+    again = {p["header"]["id"] for m in redelivered for p in json.loads(m.payload)}
+    assert not committed & again
+    assert committed | again == {p["header"]["id"] for p in data}
+
+
+def test_a_restarted_ingester_resumes_its_session(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingesters: Callable[..., IngesterProcess],
+    db_url: str,
+) -> None:
+    a = new_provider(conn, master_key, broker)
+    proc = ingesters().start()
+    assert proc.terminate() == 0
+    publish_qos1(a.url, a.topic, messages(points(50), 5))  # while no ingester runs
+    proc.start()
+    wait_stored(db_url, 50, timeout=15)
+
+
+@pytest.mark.slow
+def test_two_ingesters_share_the_subscription_and_store_each_reading_once(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingesters: Callable[..., IngesterProcess],
+    db_url: str,
+) -> None:
+    a = new_provider(conn, master_key, broker)
+    first, second = ingesters(instance="a").start(), ingesters(instance="b").start()
+    data = points(10_000)
+    acks = publish_qos1(a.url, a.topic, messages(data, 5), timeout=60)
+    assert not any(rc.is_failure for rc in acks)
+    wait_stored(db_url, 10_000, timeout=60)
+    time.sleep(0.5)
+    assert stored(db_url) == (10_000, 10_000)
+    shares = [p.metric("vitals_mqtt_messages_total", result="acked") for p in (first, second)]
+    assert sum(shares) == 2000 and min(shares) > 0, shares
+    assert first.terminate() == 0 and second.terminate() == 0
