@@ -1,0 +1,63 @@
+"""What every flow shares: a quiet, offline Prefect environment and small helpers.
+
+Prefect reads its settings when it is first imported, so every flow module
+imports this module before `prefect` (see the `# isort: split` marks). Values
+already in the environment win: an operator's `PREFECT_API_URL` or
+`PREFECT_HOME` is never overridden.
+
+- `PREFECT_HOME` is project-local (`<repo>/.prefect`), not `~/.prefect`.
+- No telemetry: `DO_NOT_TRACK=1`, server analytics off.
+- The ephemeral (temporary) server gets 90 s to start, not 20: its first start
+  creates and migrates a SQLite database, which takes longer on a cold disk.
+- Without `PREFECT_API_URL`, Prefect starts that temporary local server itself;
+  with it, flows report to the configured server.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+QUIET_PREFECT_ENV: dict[str, str] = {
+    "PREFECT_HOME": str(PROJECT_ROOT / ".prefect"),
+    "DO_NOT_TRACK": "1",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "90",
+    "PREFECT_SERVER_UI_SHOW_PROMOTIONAL_CONTENT": "false",
+    "PREFECT_CLI_PROMPT": "false",
+}
+
+
+def quiet_prefect_env(environ: Any = None) -> None:
+    """Set the quiet offline defaults unless already set. Idempotent."""
+    env = os.environ if environ is None else environ
+    for key, value in QUIET_PREFECT_ENV.items():
+        env.setdefault(key, value)
+
+
+quiet_prefect_env()
+
+
+def prefect_server_configured() -> bool:
+    """True when flows report to a Prefect server the operator runs."""
+    return bool(os.environ.get("PREFECT_API_URL"))
+
+
+Progress = Callable[[int], None]
+
+
+def transient_failure(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect retry condition: retry I/O failures, not bugs or refused input."""
+    from ingest.db import StorageUnavailable
+
+    try:
+        state.result()
+    except (StorageUnavailable, OSError):
+        return True
+    except Exception:
+        return False
+    return False
