@@ -42,10 +42,8 @@ from typing_extensions import TypedDict
 
 from schemas.base import describe, strict
 from schemas.bodies import BODIES, COMPONENTS, TIME_FRAME_REQUIRES, UNITLESS_STEPS
-from schemas.plausibility import implausibility
+from schemas.normalise import normalise
 from schemas.reading import (
-    FUTURE_TIMESTAMP,
-    IMPLAUSIBLE_VALUE,
     INVALID_SCHEMA,
     LOCATION_TYPE,
     TYPES,
@@ -53,8 +51,7 @@ from schemas.reading import (
     Reading,
     Refusal,
 )
-from schemas.timeframe import DateTime, SchemaProblem, effective_time, in_future, utc
-from schemas.units import UnitError, make_component
+from schemas.timeframe import DateTime, SchemaProblem, effective_time, utc
 
 # Longest header.id / user_id accepted (and echoed back in a Refusal).
 MAX_REF_LENGTH: Final = 256
@@ -156,23 +153,21 @@ def _parse(obj: object, now: datetime) -> Reading | Refusal:
             need = TIME_FRAME_REQUIRES.get(key)
             if need is not None and need not in tf:
                 raise SchemaProblem(f"body.effective_time_frame: {need} required")
-        components = tuple(
-            make_component(component, v["value"], v["unit"])
-            if isinstance(v := body[field], dict)
-            else make_component(component, v, UNITLESS_STEPS)
-            for component, field in COMPONENTS[name]
-        )
-    except (SchemaProblem, UnitError) as exc:
+    except SchemaProblem as exc:
         return Refusal(rid, INVALID_SCHEMA, str(exc))
-
     statistic = body.get("descriptive_statistic")
     if statistic in DISPERSION_STATISTICS:
         return Refusal(rid, UNSUPPORTED_TYPE, f"descriptive_statistic '{statistic}' is not stored")
-    why = implausibility(components)
-    if why is not None:
-        return Refusal(rid, IMPLAUSIBLE_VALUE, why)
-    if in_future(when, now):
-        return Refusal(rid, FUTURE_TIMESTAMP, "effective time is more than 5 minutes ahead")
+
+    values = [
+        (component, v["value"], v["unit"])
+        if isinstance(v := body[field], dict)
+        else (component, v, UNITLESS_STEPS)
+        for component, field in COMPONENTS[name]
+    ]
+    components = normalise(rid, values, when, now)
+    if isinstance(components, Refusal):
+        return components
 
     if name == LOCATION_TYPE:
         lat: float | None = components[0].value
