@@ -79,11 +79,14 @@ class Registry:
         """COPY one reading per (time, value or values per component); returns rows."""
         rows = 0
         comps = COMPONENTS[type_]
-        with self.conn.cursor() as cur, cur.copy(
-            "COPY readings (effective_time, subject_id, provider_id, reading_id, type,"
-            " component, value, unit, orig_value, orig_unit, latitude, longitude, erroneous)"
-            " FROM STDIN"
-        ) as cp:
+        with (
+            self.conn.cursor() as cur,
+            cur.copy(
+                "COPY readings (effective_time, subject_id, provider_id, reading_id, type,"
+                " component, value, unit, orig_value, orig_unit, latitude, longitude, erroneous)"
+                " FROM STDIN"
+            ) as cp,
+        ):
             for when, values in points:
                 vals = [values] if isinstance(values, int | float) else list(values)
                 assert len(vals) == len(comps)
@@ -91,8 +94,21 @@ class Registry:
                 lat, lon = coords if coords else (None, None)
                 for comp, v in zip(comps, vals, strict=True):
                     cp.write_row(
-                        (when, subject.subject_id, subject.provider_id, rid, type_, comp,
-                         float(v), UNITS[comp], float(v), UNITS[comp], lat, lon, erroneous)
+                        (
+                            when,
+                            subject.subject_id,
+                            subject.provider_id,
+                            rid,
+                            type_,
+                            comp,
+                            float(v),
+                            UNITS[comp],
+                            float(v),
+                            UNITS[comp],
+                            lat,
+                            lon,
+                            erroneous,
+                        )
                     )
                     rows += 1
         self.conn.commit()

@@ -59,9 +59,23 @@ def population(registry: Registry) -> dict[str, Subject]:
         r.readings(s[name], "heart-rate", [(day(n), v) for n, v in zip(days, vals, strict=True)])
 
     for name in (
-        "bp_elevated", "bp_stage1", "bp_too_few", "bp_stage2", "bp_normal", "hr_low",
-        "hr_low_few", "spo2_low", "glucose_high", "steps_active", "steps_sedentary",
-        "steps_few", "weight_gain", "weight_flat", "regular", "lapsed", "irregular",
+        "bp_elevated",
+        "bp_stage1",
+        "bp_too_few",
+        "bp_stage2",
+        "bp_normal",
+        "hr_low",
+        "hr_low_few",
+        "spo2_low",
+        "glucose_high",
+        "steps_active",
+        "steps_sedentary",
+        "steps_few",
+        "weight_gain",
+        "weight_flat",
+        "regular",
+        "lapsed",
+        "irregular",
     ):
         s[name] = r.subject()
     s["no_analytics"] = r.subject(purposes=("collection", "research"))
@@ -85,24 +99,38 @@ def population(registry: Registry) -> dict[str, Subject]:
 
     hr("hr_low", range(1, 11), 45.0)
     hr("hr_low_few", range(1, 10), 45.0)  # nine readings: below the minimum of 10
-    r.readings(s["spo2_low"], "oxygen-saturation",
-               [(day(n), v) for n, v in zip(range(1, 6), [88, 89, 90, 95, 96], strict=True)])
-    r.readings(s["glucose_high"], "blood-glucose",
-               [(day(n), v) for n, v in zip(range(1, 6), [120, 126, 130, 140, 150], strict=True)])
+    r.readings(
+        s["spo2_low"],
+        "oxygen-saturation",
+        [(day(n), v) for n, v in zip(range(1, 6), [88, 89, 90, 95, 96], strict=True)],
+    )
+    r.readings(
+        s["glucose_high"],
+        "blood-glucose",
+        [(day(n), v) for n, v in zip(range(1, 6), [120, 126, 130, 140, 150], strict=True)],
+    )
 
     # Steps: daily totals, at least 7 days.
-    r.readings(s["steps_active"], "step-count",
-               [(day(n, h), 6000) for n in range(1, 11) for h in (8, 16)])  # 12,000/day
+    r.readings(
+        s["steps_active"], "step-count", [(day(n, h), 6000) for n in range(1, 11) for h in (8, 16)]
+    )  # 12,000/day
     r.readings(s["steps_sedentary"], "step-count", [(day(n), 3000) for n in range(1, 9)])
     r.readings(s["steps_few"], "step-count", [(day(n), 20000) for n in range(1, 7)])
 
     # Weight: regression slope over the window x 30 days.
-    r.readings(s["weight_gain"], "body-weight",
-               [(day(n), v) for n, v in zip((29, 22, 15, 8, 1), (80, 80.5, 81, 81.5, 82),
-                                            strict=True)])  # +2.14 kg / 30 days
-    r.readings(s["weight_flat"], "body-weight",
-               [(day(n), v) for n, v in zip((29, 22, 15, 8, 1), (80, 80.2, 80.4, 80.6, 80.8),
-                                            strict=True)])  # +0.86 kg
+    r.readings(
+        s["weight_gain"],
+        "body-weight",
+        [(day(n), v) for n, v in zip((29, 22, 15, 8, 1), (80, 80.5, 81, 81.5, 82), strict=True)],
+    )  # +2.14 kg / 30 days
+    r.readings(
+        s["weight_flat"],
+        "body-weight",
+        [
+            (day(n), v)
+            for n, v in zip((29, 22, 15, 8, 1), (80, 80.2, 80.4, 80.6, 80.8), strict=True)
+        ],
+    )  # +0.86 kg
 
     # Engagement: days with any reading.
     hr("regular", range(1, 26), 70.0)  # 25 of 30 days
@@ -159,9 +187,7 @@ def test_groups_match_hand_computed_expectations(
     assert lapsed["evidence"]["prior_active_day_ratio"] == pytest.approx(28 / 30, abs=1e-4)
     assert lapsed["evidence"]["recent_active_days"] == 0
 
-    audit = conn.execute(
-        "SELECT detail FROM audit_log WHERE action = 'groups.derive'"
-    ).fetchall()
+    audit = conn.execute("SELECT detail FROM audit_log WHERE action = 'groups.derive'").fetchall()
     assert len(audit) == 1 and audit[0][0]["started"] == result["started"]
 
 
@@ -265,8 +291,17 @@ def test_the_shipped_rule_set_is_v1() -> None:
     rules = load_rules()
     assert rules.version == "v1"
     assert set(rules.groups) == {
-        "blood_pressure_normal", "blood_pressure_elevated", "blood_pressure_stage_1",
-        "blood_pressure_stage_2", "heart_rate_high", "heart_rate_low", "spo2_low",
-        "glucose_high", "activity_sedentary", "activity_active", "weight_gain",
-        "engagement_regular", "engagement_lapsed",
+        "blood_pressure_normal",
+        "blood_pressure_elevated",
+        "blood_pressure_stage_1",
+        "blood_pressure_stage_2",
+        "heart_rate_high",
+        "heart_rate_low",
+        "spo2_low",
+        "glucose_high",
+        "activity_sedentary",
+        "activity_active",
+        "weight_gain",
+        "engagement_regular",
+        "engagement_lapsed",
     }

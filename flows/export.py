@@ -1,0 +1,468 @@
+"""Pseudonymised Parquet exports for analysts (CONTRACT.md, "Parquet exports").
+
+Layout under `$VITALS_EXPORT_DIR/<export_id>/`:
+  readings/type=<type>/date=<YYYY-MM-DD>/part-NNNNN.parquet   long format
+  groups/part-00000.parquet                                   memberships
+  _manifest.json                                              files, rows, sha256, schema, cut-off
+
+`run_export` works in one REPEATABLE READ transaction whose start is the
+cut-off: eligible subjects (unwithdrawn research consent covering the
+cut-off; FI residents only in FI exports) get a pseudonym = HMAC-SHA256 of
+their subject id under a fresh random per-export salt, kept in a temp table.
+Readings stream out of PostgreSQL with COPY, ordered by type and time, are
+parsed in blocks by pyarrow's CSV reader and written one partition at a
+time: memory stays bounded whatever the size. Files go to a temp directory
+that is renamed into place only when complete; the export, the subjects it
+disclosed and an audit row are recorded in the same transaction.
+
+For the purge (`vitals export purge`): the salt is stored encrypted in
+`exports.salt_enc` (`export_salt` + `pseudonym` find a subject's rows again),
+and `file_entry` / `write_manifest` rewrite a manifest after files change.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import hashlib
+import hmac
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+
+from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
+
+# isort: split
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from flows.common import Progress
+from ingest import crypto
+from ingest.admin import InputError, audit
+from ingest.db import q, translate_errors
+
+REGIONS = ("FI", "EU")
+MANIFEST = "_manifest.json"
+FORMAT = "vitals-export/1"
+UTC_US = pa.timestamp("us", tz="UTC")
+
+READINGS_SCHEMA = pa.schema(
+    [
+        pa.field("pseudonym", pa.string(), nullable=False),
+        pa.field("type", pa.string(), nullable=False),
+        pa.field("component", pa.string(), nullable=False),
+        pa.field("effective_time", UTC_US, nullable=False),
+        pa.field("value", pa.float64(), nullable=False),
+        pa.field("unit", pa.string(), nullable=False),
+    ]
+)
+GROUPS_SCHEMA = pa.schema(
+    [
+        pa.field("pseudonym", pa.string(), nullable=False),
+        pa.field("group_key", pa.string(), nullable=False),
+        pa.field("rule_version", pa.string(), nullable=False),
+        pa.field("valid_from", UTC_US, nullable=False),
+        pa.field("valid_until", UTC_US, nullable=True),
+        pa.field("evidence", pa.string(), nullable=False),  # JSON: the aggregates that decided
+    ]
+)
+# Columns of the COPY in export_readings: the schema's, with time as epoch
+# microseconds, plus the partition date.
+_CSV_TYPES = {
+    "pseudonym": pa.string(),
+    "type": pa.string(),
+    "component": pa.string(),
+    "effective_time": pa.int64(),
+    "value": pa.float64(),
+    "unit": pa.string(),
+    "date": pa.string(),
+}
+_SAFE_TYPE = re.compile(r"^[a-z0-9-]{1,64}$")
+_SAFE_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+PSEUDONYM_CHARS = 32
+
+# The CLI's progress bar, when the export runs as a Prefect flow in-process.
+PROGRESS: contextvars.ContextVar[Progress | None] = contextvars.ContextVar(
+    "vitals_export_progress", default=None
+)
+
+
+def pseudonym(salt: bytes, subject_id: uuid.UUID | str) -> str:
+    """Keyed and stable within one export (one salt), unlinkable across exports."""
+    message = str(uuid.UUID(str(subject_id))).encode()
+    return hmac.new(salt, message, hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
+
+
+# The name subject erasure (flows/rights.py) queues purges with.
+pseudonym_for_export = pseudonym
+
+
+def export_salt(conn: psycopg.Connection, master: bytes, export_id: str) -> bytes:
+    """The per-export salt, decrypted (for the purge to find a subject's rows)."""
+    row = conn.execute(q("export_salt"), {"export_id": export_id}).fetchone()
+    if row is None:
+        raise InputError("not_found", f"export {export_id} does not exist")
+    return crypto.decrypt(master, row[0])
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_entry(root: Path, path: Path, rows: int, kind: str) -> dict[str, Any]:
+    return {
+        "path": path.relative_to(root).as_posix(),
+        "kind": kind,
+        "rows": rows,
+        "bytes": path.stat().st_size,
+        "sha256": sha256_file(path),
+    }
+
+
+def schema_doc(schema: pa.Schema) -> list[dict[str, Any]]:
+    return [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in schema]
+
+
+def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
+    """Write `_manifest.json` atomically (temp file, fsync, rename)."""
+    tmp = root / f".{MANIFEST}.tmp"
+    with tmp.open("w") as f:
+        json.dump(manifest, f, indent=2, sort_keys=False)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, root / MANIFEST)
+
+
+class _CopyStream(io.RawIOBase):
+    """A readable file over the chunks of a COPY ... TO STDOUT."""
+
+    def __init__(self, chunks: Iterator[Any]) -> None:
+        self._chunks = chunks
+        self._buf = memoryview(b"")
+
+    def readable(self) -> bool:
+        return True
+
+    def peek_empty(self) -> bool:
+        if not self._buf:
+            self._buf = memoryview(bytes(next(self._chunks, b"")))
+        return not self._buf
+
+    def readinto(self, b: Any) -> int:
+        while not self._buf:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return 0
+            self._buf = memoryview(bytes(chunk))
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n
+
+
+class _PartitionWriter:
+    """Readings arrive ordered by (type, date): one ParquetWriter open at a time."""
+
+    def __init__(self, root: Path, rows_per_file: int, rows_per_group: int) -> None:
+        self.root = root
+        self.rows_per_file = rows_per_file
+        self.rows_per_group = rows_per_group
+        self.files: list[dict[str, Any]] = []
+        self._key: tuple[str, str] | None = None
+        self._part = 0
+        self._writer: pq.ParquetWriter | None = None
+        self._path: Path | None = None
+        self._file_rows = 0
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
+
+    def write(self, type_: str, date: str, table: pa.Table) -> None:
+        if (type_, date) != self._key:
+            self._close_file()
+            if not _SAFE_TYPE.match(type_) or not _SAFE_DATE.match(date):
+                raise ValueError(f"unsafe partition value {type_!r}/{date!r}")
+            self._key, self._part = (type_, date), 0
+        elif self._file_rows + self._pending_rows >= self.rows_per_file:
+            self._close_file()
+            self._part += 1
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= self.rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        if self._writer is None:
+            assert self._key is not None
+            type_, date = self._key
+            directory = self.root / "readings" / f"type={type_}" / f"date={date}"
+            directory.mkdir(parents=True, exist_ok=True)
+            self._path = directory / f"part-{self._part:05d}.parquet"
+            self._writer = pq.ParquetWriter(self._path, READINGS_SCHEMA, compression="zstd")
+        self._writer.write_table(pa.concat_tables(self._pending))
+        self._file_rows += self._pending_rows
+        self._pending, self._pending_rows = [], 0
+
+    def _close_file(self) -> None:
+        self._flush()
+        if self._writer is not None and self._path is not None:
+            self._writer.close()
+            self.files.append(file_entry(self.root, self._path, self._file_rows, "readings"))
+        self._writer, self._path, self._file_rows = None, None, 0
+
+    def close(self) -> list[dict[str, Any]]:
+        self._close_file()
+        return self.files
+
+
+def _write_readings(
+    conn: psycopg.Connection,
+    root: Path,
+    cutoff: datetime,
+    progress: Progress | None,
+    block_size: int,
+    rows_per_file: int,
+) -> tuple[list[dict[str, Any]], set[str]]:
+    seen: set[str] = set()
+    out = _PartitionWriter(root, rows_per_file, rows_per_group=max(1, min(rows_per_file, 250_000)))
+    with conn.cursor() as cur, cur.copy(q("export_readings"), {"cutoff": cutoff}) as copy:
+        stream = _CopyStream(iter(copy))
+        if not stream.peek_empty():
+            reader = pcsv.open_csv(
+                stream,
+                read_options=pcsv.ReadOptions(column_names=list(_CSV_TYPES), block_size=block_size),
+                convert_options=pcsv.ConvertOptions(
+                    column_types=_CSV_TYPES,
+                    strings_can_be_null=False,
+                    quoted_strings_can_be_null=False,
+                ),
+            )
+            for batch in reader:
+                _split_batch(batch, out, seen)
+                if progress:
+                    progress(batch.num_rows)
+    return out.close(), seen
+
+
+def _split_batch(batch: pa.RecordBatch, out: _PartitionWriter, seen: set[str]) -> None:
+    key = pc.binary_join_element_wise(batch.column("type"), batch.column("date"), "/")
+    runs = pc.run_end_encode(key)
+    table = pa.Table.from_arrays(
+        [
+            batch.column("pseudonym"),
+            batch.column("type"),
+            batch.column("component"),
+            pc.cast(batch.column("effective_time"), UTC_US),
+            batch.column("value"),
+            batch.column("unit"),
+        ],
+        schema=READINGS_SCHEMA,
+    )
+    seen.update(pc.unique(batch.column("pseudonym")).to_pylist())
+    start = 0
+    for end, value in zip(runs.run_ends.to_pylist(), runs.values.to_pylist(), strict=True):
+        type_, _, date = value.partition("/")
+        out.write(type_, date, table.slice(start, end - start))
+        start = end
+
+
+def _write_groups(
+    conn: psycopg.Connection, root: Path, cutoff: datetime, batch_rows: int = 10_000
+) -> tuple[list[dict[str, Any]], set[str]]:
+    directory = root / "groups"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "part-00000.parquet"
+    seen: set[str] = set()
+    rows = 0
+    with (
+        pq.ParquetWriter(path, GROUPS_SCHEMA, compression="zstd") as writer,
+        conn.cursor(name="export_groups") as cur,
+    ):
+        cur.execute(q("export_groups"), {"cutoff": cutoff})
+        while chunk := cur.fetchmany(batch_rows):
+            columns = list(zip(*chunk, strict=True))
+            table = pa.Table.from_arrays(
+                [pa.array(col, type=f.type) for col, f in zip(columns, GROUPS_SCHEMA, strict=True)],
+                schema=GROUPS_SCHEMA,
+            )
+            writer.write_table(table)
+            seen.update(columns[0])
+            rows += len(chunk)
+    return [file_entry(root, path, rows, "groups")], seen
+
+
+def run_export(
+    database_url: str,
+    master: bytes,
+    export_dir: Path,
+    region: str = "EU",
+    *,
+    actor: str = "flows.export",
+    progress: Progress | None = None,
+    block_size: int = 4 << 20,
+    rows_per_file: int = 1_000_000,
+) -> dict[str, Any]:
+    """Write one export and record it; returns export_id, path, rows, subjects, ..."""
+    if region not in REGIONS:
+        raise InputError("invalid_region", f"region must be FI or EU, not {region!r}")
+    export_dir = Path(export_dir).resolve()
+    export_dir.mkdir(parents=True, exist_ok=True)
+    salt = secrets.token_bytes(32)
+    tmp: Path | None = None
+    final: Path | None = None
+    try:
+        with translate_errors(), psycopg.connect(database_url) as conn:
+            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+            with conn.transaction():
+                conn.execute("SET LOCAL work_mem = '64MB'")
+                cutoff: datetime = conn.execute(q("export_cutoff")).fetchone()[0]  # type: ignore[index]
+                cutoff = cutoff.astimezone(UTC)
+                export_id = f"{cutoff:%Y%m%dT%H%M%SZ}-{region.lower()}-{secrets.token_hex(4)}"
+                params = {"cutoff": cutoff, "region": region}
+                conn.execute(q("export_create_temp"))
+                conn.execute(q("export_consents"), params)
+                ids = [r[0] for r in conn.execute(q("export_subject_ids")).fetchall()]
+                by_pseudonym = {pseudonym(salt, sid): sid for sid in ids}
+                with conn.cursor() as cur, cur.copy(q("export_copy_map")) as cp:
+                    for p, sid in by_pseudonym.items():
+                        cp.write_row((sid, p))
+
+                tmp = export_dir / f".tmp-{export_id}"
+                tmp.mkdir()
+                (tmp / "readings").mkdir()
+                files, seen = _write_readings(
+                    conn, tmp, cutoff, progress, block_size, rows_per_file
+                )
+                group_files, group_seen = _write_groups(conn, tmp, cutoff)
+                disclosed = sorted(by_pseudonym[p] for p in seen | group_seen)
+                rows = sum(f["rows"] for f in files)
+                group_rows = sum(f["rows"] for f in group_files)
+                final = export_dir / export_id
+                result = {
+                    "export_id": export_id,
+                    "path": str(final),
+                    "region": region,
+                    "cutoff": cutoff.isoformat(),
+                    "rows": rows,
+                    "group_rows": group_rows,
+                    "subjects": len(disclosed),
+                    "files": len(files) + len(group_files),
+                }
+                write_manifest(
+                    tmp,
+                    {
+                        "format": FORMAT,
+                        "export_id": export_id,
+                        "region": region,
+                        "cutoff": cutoff.isoformat(),
+                        "created_at": datetime.now(UTC).isoformat(),
+                        "consent": "unwithdrawn research consent covering the cut-off; "
+                        "FI residents only in exports to region FI",
+                        "pseudonym": "HMAC-SHA256 of the subject under a random per-export "
+                        f"salt, first {PSEUDONYM_CHARS} hex chars; stable within this "
+                        "export only",
+                        "partitioning": "readings/type=<type>/date=<YYYY-MM-DD> (hive, UTC dates)",
+                        "schema": {
+                            "readings": schema_doc(READINGS_SCHEMA),
+                            "groups": schema_doc(GROUPS_SCHEMA),
+                        },
+                        "rows": {"readings": rows, "groups": group_rows},
+                        "subject_count": len(disclosed),
+                        "files": files + group_files,
+                        "purged_at": None,
+                    },
+                )
+                conn.execute(
+                    q("export_insert"),
+                    {
+                        "export_id": export_id,
+                        "region": region,
+                        "cutoff": cutoff,
+                        "salt_enc": crypto.encrypt(master, salt),
+                        "path": str(final),
+                        "subject_count": len(disclosed),
+                        "row_count": rows,
+                        "actor": actor,
+                    },
+                )
+                with conn.cursor() as cur, cur.copy(q("export_copy_subjects")) as cp:
+                    for sid in disclosed:
+                        cp.write_row((export_id, sid))
+                audit(
+                    conn,
+                    actor,
+                    "export.disclose",
+                    None,
+                    export_id=export_id,
+                    region=region,
+                    cutoff=cutoff.isoformat(),
+                    subject_count=len(disclosed),
+                    row_count=rows,
+                    group_rows=group_rows,
+                    path=str(final),
+                )
+                os.rename(tmp, final)
+                tmp = None
+    except BaseException:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif final is not None:  # renamed, but the record did not commit
+            shutil.rmtree(final, ignore_errors=True)
+        raise
+    return result
+
+
+# Prefect ----------------------------------------------------------------------
+
+
+@task(
+    name="write-export",
+    retries=1,
+    retry_delay_seconds=[30],
+    retry_condition_fn=common.transient_failure,
+    cache_policy=NO_CACHE,
+)
+def export_task(region: str, actor: str) -> dict[str, Any]:
+    from ingest.settings import Settings
+
+    settings = Settings()
+    return run_export(
+        settings.require_database_url(),
+        settings.require_secret_key(),
+        settings.export_dir,
+        region,
+        actor=actor,
+        progress=PROGRESS.get(),
+    )
+
+
+@flow(name="vitals-export", description="Pseudonymised Parquet export for analysts.")
+def export_flow(region: str = "EU", actor: str = "prefect") -> dict[str, Any]:
+    result = export_task(region, actor)
+    get_run_logger().info(
+        "export %s (%s): %s rows of %s subjects",
+        result["export_id"],
+        result["region"],
+        result["rows"],
+        result["subjects"],
+    )
+    return result
