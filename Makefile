@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test lint bench bench-writer clean compose-check
+.PHONY: venv test test-timescale lint bench bench-writer clean compose-check
 
 $(BIN)/vitals: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,6 +17,16 @@ venv: $(BIN)/vitals
 
 test: venv
 	$(BIN)/pytest -q
+
+# TimescaleDB tier: the migrations and SQL on a WASM TimescaleDB 2.23 (docs/timescale.md).
+TS_DIR := deploy/timescale
+
+$(TS_DIR)/node_modules: $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
+	cd $(TS_DIR) && npm ci --legacy-peer-deps --no-audit --no-fund
+	touch $@
+
+test-timescale: venv $(TS_DIR)/node_modules
+	$(BIN)/pytest -q -m timescale tests/timescale
 
 lint: venv
 	$(BIN)/ruff check .
