@@ -49,11 +49,16 @@ FROM export_subjects es JOIN exports e USING (export_id)
 WHERE es.subject_id = %(subject_id)s
 
 -- name: erasure_delete_readings
--- Step 3, in bounded chunks (TimescaleDB deletes from compressed chunks too).
+-- Step 3, in bounded chunks. Rows are matched by their key, not ctid: on a
+-- hypertable ctid repeats across chunks and compressed chunks have none.
 WITH doomed AS (
-    SELECT ctid FROM readings WHERE subject_id = %(subject_id)s LIMIT %(chunk)s
+    SELECT provider_id, reading_id, component, effective_time
+    FROM readings WHERE subject_id = %(subject_id)s LIMIT %(chunk)s
 )
-DELETE FROM readings r USING doomed d WHERE r.ctid = d.ctid
+DELETE FROM readings r USING doomed d
+WHERE r.subject_id = %(subject_id)s
+  AND r.provider_id = d.provider_id AND r.reading_id = d.reading_id
+  AND r.component = d.component AND r.effective_time = d.effective_time
 
 -- name: erasure_delete_rest
 -- Step 4: everything else that names the subject, then the subject itself.

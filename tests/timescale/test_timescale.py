@@ -376,13 +376,6 @@ def test_erasure_delete_on_a_compressed_chunk(ts: psycopg.Connection) -> None:
     assert count(ts, "SELECT count(*) FROM readings WHERE subject_id = %s", kept) == 168
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=(AssertionError, psycopg.errors.InvalidColumnReference),
-    reason="rights.sql erasure_delete_readings matches rows by ctid: with a compressed "
-    "chunk it fails (transparent decompression only supports tableoid); without, the "
-    "same ctid exists in every chunk and other subjects' rows are deleted",
-)
 def test_erasure_query_of_the_rights_flow_deletes_only_the_subject(
     ts: psycopg.Connection,
 ) -> None:
