@@ -30,7 +30,7 @@ def normalise(
     (implausible_value), effective time not ahead of `now` (future_timestamp).
     """
     try:
-        components = tuple(make_component(name, value, unit) for name, value, unit in values)
+        components = tuple([make_component(name, value, unit) for name, value, unit in values])
     except UnitError as exc:
         return Refusal(rid, INVALID_SCHEMA, str(exc))
     why = implausibility(components)

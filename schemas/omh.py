@@ -2,10 +2,10 @@
 
 A data point is ``{"header": {...}, "body": {...}}`` (omh data-point-1.x with
 header-1.2; ``header.user_id`` is required here because it names the person).
-The body is validated against the model of exactly the ``schema_id`` it
-declares (see `schemas.bodies`), then normalised (`schemas.units`), checked
-for plausibility (`schemas.plausibility`, bounds table there) and dated
-(`schemas.timeframe`).
+Header and body are validated in one pass against the types of exactly the
+``schema_id`` declared (`schemas.bodies`), dated (`schemas.timeframe`), then
+normalised and checked like every other payload (`schemas.normalise`: unit
+table in `schemas.units`, bounds table in `schemas.plausibility`).
 
 Refusal reasons, in the order they are checked:
 
@@ -109,28 +109,31 @@ def parse_data_point(obj: object, *, now: datetime) -> Reading | Refusal:
 
 
 def _reading_id(obj: object) -> str | None:
+    return _peek(obj)[0]
+
+
+def _peek(obj: object) -> tuple[str | None, tuple[str, str] | None]:
+    """Before validation: the reading id, if usable, and the (name, version)
+    of a supported omh schema_id, if it is one."""
     header = obj.get("header") if isinstance(obj, dict) else None
-    rid = header.get("id") if isinstance(header, dict) else None
-    return rid if isinstance(rid, str) and 0 < len(rid) <= MAX_REF_LENGTH else None
-
-
-def _schema_key(obj: dict[Any, Any]) -> tuple[str, str] | None:
-    """(name, version) of a supported omh schema_id, read before validation."""
-    header = obj.get("header")
-    sid = header.get("schema_id") if isinstance(header, dict) else None
+    if not isinstance(header, dict):
+        return None, None
+    rid = header.get("id")
+    if not isinstance(rid, str) or not 0 < len(rid) <= MAX_REF_LENGTH:
+        rid = None
+    sid = header.get("schema_id")
     if not isinstance(sid, dict) or sid.get("namespace") != "omh":
-        return None
+        return rid, None
     name, version = sid.get("name"), sid.get("version")
     if not isinstance(name, str) or not isinstance(version, str):
-        return None
-    return (name, version) if (name, version) in _DATA_POINTS else None
+        return rid, None
+    return rid, ((name, version) if (name, version) in _DATA_POINTS else None)
 
 
 def _parse(obj: object, now: datetime) -> Reading | Refusal:
     if not isinstance(obj, dict):
         return Refusal(None, INVALID_SCHEMA, "data point must be a JSON object")
-    rid = _reading_id(obj)
-    key = _schema_key(obj)
+    rid, key = _peek(obj)
     if key is None:  # a broken header is invalid_schema before it is unsupported
         try:
             header: Header = _HEADER.validate_python(obj.get("header"))

@@ -44,15 +44,16 @@ BOUNDS: Final[dict[str, tuple[float, float]]] = {
 
 
 def implausibility(components: Sequence[Component]) -> str | None:
-    """Why these components are physiologically impossible, or None if plausible."""
-    by_name: dict[str, float] = {}
+    """Why these components are physiologically impossible, or None if plausible.
+
+    Blood pressure comes as (systolic, diastolic), in that order.
+    """
     for c in components:
         lo, hi = BOUNDS[c.name]
         if not lo <= c.value <= hi:
             return f"{c.name} outside the plausible range {lo:g}..{hi:g} {c.unit}"
-        by_name[c.name] = c.value
-    sys_bp = by_name.get("systolic_blood_pressure")
-    dia_bp = by_name.get("diastolic_blood_pressure")
-    if sys_bp is not None and dia_bp is not None and sys_bp <= dia_bp:
-        return "systolic_blood_pressure must be greater than diastolic_blood_pressure"
+    if len(components) == 2 and components[0].name == "systolic_blood_pressure":
+        systolic, diastolic = components
+        if systolic.value <= diastolic.value:
+            return "systolic_blood_pressure must be greater than diastolic_blood_pressure"
     return None
