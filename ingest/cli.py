@@ -123,6 +123,14 @@ def cmd_subject_erase(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_export_purge(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.purge import purge_exports
+
+    master = settings.require_secret_key()
+    emit(purge_exports(settings.require_database_url(), master, actor="cli"))
+    return 0
+
+
 def cmd_consent_grant(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
@@ -265,6 +273,20 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_flows_run(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.serve import run_flow
+
+    emit(run_flow(args.flow, settings, region=args.region, via_prefect=args.prefect or None))
+    return 0
+
+
+def cmd_flows_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from flows.serve import serve
+
+    serve(settings)
+    return 0
+
+
 # Parser -----------------------------------------------------------------------
 
 
@@ -355,6 +377,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_serve)
+
+    flows = sub.add_parser("flows", help="Prefect flows: groups, export, retention").add_subparsers(
+        dest="flows_command", required=True
+    )
+    run = flows.add_parser("run", help="run a flow now").add_subparsers(dest="flow", required=True)
+    for name, help_ in (
+        ("groups", "derive analytic user groups"),
+        ("export", "write a pseudonymised Parquet export"),
+        ("retention", "delete data past retention"),
+    ):
+        p = run.add_parser(name, help=help_)
+        if name == "export":
+            p.add_argument("--region", choices=["FI", "EU"], default="EU", help="destination")
+        p.add_argument("--prefect", action="store_true", help="run as a Prefect flow run")
+        p.set_defaults(func=cmd_flows_run, region="EU")
+    flows.add_parser("serve", help="the flows on schedules").set_defaults(func=cmd_flows_serve)
+
+    export = sub.add_parser("export", help="past exports").add_subparsers(
+        dest="export_command", required=True
+    )
+    p = export.add_parser("purge", help="rewrite exports without erased/withdrawn subjects")
+    p.set_defaults(func=cmd_export_purge)
 
     p = sub.add_parser("validate", help="check data points without storing")
     p.add_argument("file", nargs="?", default="-")

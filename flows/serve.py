@@ -1,0 +1,109 @@
+"""The flows on schedules (`vitals flows serve`) and run once (`vitals flows run`).
+
+`vitals flows serve` serves three deployments with cron schedules from
+settings (UTC): groups hourly (`VITALS_GROUPS_CRON`), export nightly to
+region EU (`VITALS_EXPORT_CRON`), retention daily (`VITALS_RETENTION_CRON`).
+With `PREFECT_API_URL` they register with that Prefect server; without it
+Prefect starts its temporary local server (see flows/common.py).
+
+`vitals flows run NAME` runs a flow now. With `PREFECT_API_URL` set (or
+`--prefect`) it runs as a Prefect flow run, recorded on the server, with the
+tasks' retries; otherwise it runs the same work directly, without starting
+a temporary Prefect server for one run.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
+
+# isort: split
+import prefect
+from prefect.deployments.runner import RunnerDeployment
+
+from flows.export import PROGRESS, export_flow, run_export
+from flows.groups import derive_groups, groups_flow
+from flows.retention import retention_flow, run_retention_from_settings
+from ingest.admin import InputError
+from ingest.settings import Settings
+
+FLOWS = ("groups", "export", "retention")
+
+
+def _deployment(flow_: Any, **kwargs: Any) -> RunnerDeployment:
+    deployment = flow_.to_deployment(**kwargs)
+    assert isinstance(deployment, RunnerDeployment)  # called synchronously, not awaited
+    return deployment
+
+
+def deployments(settings: Settings) -> list[RunnerDeployment]:
+    schedule = {"actor": "prefect:schedule"}
+    return [
+        _deployment(
+            groups_flow, name="vitals-groups-hourly", cron=settings.groups_cron, parameters=schedule
+        ),
+        _deployment(
+            export_flow,
+            name="vitals-export-nightly",
+            cron=settings.export_cron,
+            parameters={"region": "EU", **schedule},
+        ),
+        _deployment(
+            retention_flow,
+            name="vitals-retention-daily",
+            cron=settings.retention_cron,
+            parameters=schedule,
+        ),
+    ]
+
+
+def serve(settings: Settings) -> None:
+    """Serve the scheduled deployments until interrupted."""
+    settings.require_database_url()
+    settings.require_secret_key()
+    prefect.serve(*deployments(settings))
+
+
+def run_flow(
+    name: str,
+    settings: Settings,
+    *,
+    region: str = "EU",
+    via_prefect: bool | None = None,
+    actor: str = "cli",
+) -> dict[str, Any]:
+    """Run one flow now; the export shows a progress bar on stderr."""
+    if name not in FLOWS:
+        raise InputError("unknown_flow", f"flow must be one of {', '.join(FLOWS)}")
+    url = settings.require_database_url()
+    use_prefect = common.prefect_server_configured() if via_prefect is None else via_prefect
+    if name == "groups":
+        return groups_flow(actor=actor) if use_prefect else derive_groups(url, actor=actor)
+    if name == "retention":
+        return (
+            retention_flow(actor=actor)
+            if use_prefect
+            else run_retention_from_settings(settings, actor)
+        )
+
+    from tqdm import tqdm
+
+    master = settings.require_secret_key()
+    with tqdm(
+        desc=f"export {region}", unit=" rows", unit_scale=True, file=sys.stderr, disable=False
+    ) as bar:
+
+        def advance(rows: int) -> None:
+            bar.update(rows)
+
+        if not use_prefect:
+            return run_export(
+                url, master, settings.export_dir, region, actor=actor, progress=advance
+            )
+        token = PROGRESS.set(advance)
+        try:
+            return export_flow(region=region, actor=actor)
+        finally:
+            PROGRESS.reset(token)
