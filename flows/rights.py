@@ -224,7 +224,7 @@ def erase_subject(
         step("begin")
 
         if pseudonym is None:
-            from flows.export import pseudonym_for_export as pseudonym
+            from flows.export import pseudonym
         for export_id, salt_enc in conn.execute(
             q("erasure_exports_of"), {"subject_id": sid}
         ).fetchall():

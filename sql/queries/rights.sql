@@ -127,3 +127,25 @@ UPDATE subjects SET relationship_end = %(relationship_end)s WHERE subject_id = %
 DELETE FROM links WHERE subject_id = %(subject_id)s AND provider_id = %(provider_id)s
   AND user_ref = %(user_ref)s
 RETURNING provider_id
+
+-- name: purge_exports
+SELECT export_id, path, salt_enc FROM exports ORDER BY created_at
+
+-- name: purge_queued
+SELECT pseudonym FROM export_purge_queue WHERE export_id = %(export_id)s
+
+-- name: purge_research_withdrawn
+-- Subjects disclosed in an export who no longer hold a research consent now.
+SELECT es.subject_id
+FROM export_subjects es
+WHERE es.export_id = %(export_id)s
+  AND NOT EXISTS (
+      SELECT 1 FROM consents c
+      WHERE c.subject_id = es.subject_id AND c.purpose = 'research'
+        AND c.valid_from <= now() AND now() < c.valid_until
+        AND NOT EXISTS (SELECT 1 FROM consent_withdrawals w WHERE w.consent_id = c.consent_id))
+
+-- name: purge_done
+WITH d AS (DELETE FROM export_purge_queue WHERE export_id = %(export_id)s)
+UPDATE exports SET purged_at = now(), row_count = %(row_count)s
+WHERE export_id = %(export_id)s
