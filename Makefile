@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test test-timescale lint bench bench-writer clean compose-check
+.PHONY: venv test test-timescale lint bench bench-writer bench-flows clean compose-check
 
 $(BIN)/vitals: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,8 +36,12 @@ lint: venv
 bench-writer: venv
 	$(BIN)/python -m bench.writer
 
+bench-flows: venv
+	$(BIN)/python -m bench.flows
+
 bench: venv
 	$(BIN)/python -m bench.writer
+	$(BIN)/python -m bench.flows
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
