@@ -152,29 +152,34 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
 
 
 class _CopyStream(io.RawIOBase):
-    """A readable file over the chunks of a COPY ... TO STDOUT."""
+    """A readable file over the chunks (one per row) of a COPY ... TO STDOUT.
+
+    Reads are filled as far as asked: pyarrow's CSV reader treats every read
+    as a block, so short reads would make one tiny batch per row.
+    """
 
     def __init__(self, chunks: Iterator[Any]) -> None:
         self._chunks = chunks
-        self._buf = memoryview(b"")
+        self._pending = bytearray()
 
     def readable(self) -> bool:
         return True
 
     def peek_empty(self) -> bool:
-        if not self._buf:
-            self._buf = memoryview(bytes(next(self._chunks, b"")))
-        return not self._buf
+        if not self._pending:
+            self._pending += next(self._chunks, b"")
+        return not self._pending
 
     def readinto(self, b: Any) -> int:
-        while not self._buf:
+        want = len(b)
+        while len(self._pending) < want:
             chunk = next(self._chunks, None)
             if chunk is None:
-                return 0
-            self._buf = memoryview(bytes(chunk))
-        n = min(len(b), len(self._buf))
-        b[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
+                break
+            self._pending += chunk
+        n = min(want, len(self._pending))
+        b[:n] = self._pending[:n]
+        del self._pending[:n]
         return n
 
 
