@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test test-timescale lint bench bench-writer bench-flows clean compose-check
+.PHONY: venv test test-timescale lint bench bench-writer bench-flows bench-http bench-mqtt clean compose-check
 
 $(BIN)/vitals: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,9 +39,17 @@ bench-writer: venv
 bench-flows: venv
 	$(BIN)/python -m bench.flows
 
+bench-mqtt: venv
+	$(BIN)/python -m bench.mqtt
+
+bench-http: venv
+	$(BIN)/python -m bench.http
+
 bench: venv
 	$(BIN)/python -m bench.writer
 	$(BIN)/python -m bench.flows
+	$(BIN)/python -m bench.mqtt
+	$(BIN)/python -m bench.http
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

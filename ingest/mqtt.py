@@ -13,6 +13,12 @@ the publishing account; the payload is never trusted for it.
 Memory is bounded by the MQTT 5 Receive Maximum: the broker sends at most that
 many unacknowledged messages, so while the database is down the ingester stops
 acknowledging and the broker holds the rest.
+
+Mosquitto 2.0.11 does not restore shared subscriptions from its persistence
+store: after a broker restart, until an ingester has reconnected (it
+resubscribes in on_connect), the broker answers a device's publish with PUBACK
+0x10 "No matching subscribers" and delivers it to no one. Devices must treat
+0x10 as "not delivered" and send again (tests/integration/test_mqtt_faults.py).
 """
 
 from __future__ import annotations
@@ -148,6 +154,7 @@ class Ingester:
         self._accepting = True
         self._closing = threading.Event()  # SIGTERM: take nothing new, finish what we hold
         self._abort = threading.Event()  # give up draining (database still down)
+        self._busy = threading.Event()  # the committer is writing or acknowledging
         self.failed = threading.Event()  # a worker died of a bug
         self.connected = threading.Event()
         self._pending_publishes: list[mqtt.MQTTMessageInfo] = []
@@ -247,10 +254,15 @@ class Ingester:
             return delivery.generation == self._generation
 
     def _parse_loop(self) -> None:
-        """Gather messages into batches of up to batch_max_readings, parsing as they come."""
+        """Gather messages into batches, parsing as they come.
+
+        A batch goes to the committer as soon as it is idle (low latency when
+        traffic is light); while it is busy, messages gather for up to
+        batch_wait seconds or batch_max_readings readings (throughput).
+        """
         while True:
             try:
-                first = self._incoming.get(timeout=0.1)
+                delivery: Delivery | None = self._incoming.get(timeout=0.1)
             except queue.Empty:
                 if self._closing.is_set():
                     break
@@ -259,23 +271,27 @@ class Ingester:
             readings = 0
             now = datetime.now(UTC)
             deadline = time.monotonic() + self.batch_wait
-            delivery: Delivery | None = first
-            while delivery is not None:
-                if self._prepare(delivery, now):
+            while True:
+                if delivery is not None and self._prepare(delivery, now):
                     deliveries.append(delivery)
                     readings += len(delivery.items)
                 if readings >= self.batch_max_readings:
                     break
                 try:
                     delivery = self._incoming.get_nowait()
+                    continue
                 except queue.Empty:
-                    left = deadline - time.monotonic()
-                    if left <= 0 or self._closing.is_set():
-                        break
-                    try:
-                        delivery = self._incoming.get(timeout=left)
-                    except queue.Empty:
-                        break
+                    delivery = None
+                if (
+                    not self._busy.is_set()
+                    or self._closing.is_set()
+                    or time.monotonic() >= deadline
+                ):
+                    break
+                try:
+                    delivery = self._incoming.get(timeout=0.002)
+                except queue.Empty:
+                    delivery = None
             if deliveries:
                 self._handoff(Batch(deliveries, readings))
             if self._abort.is_set():
@@ -283,6 +299,7 @@ class Ingester:
         self._handoff(None)
 
     def _handoff(self, batch: Batch | None) -> None:
+        self._busy.set()
         while not self._abort.is_set():
             try:
                 self._batches.put(batch, timeout=0.1)
@@ -331,10 +348,13 @@ class Ingester:
                 continue
             if batch is None:
                 return
+            self._busy.set()
             outcomes = self._write(batch)
             if outcomes is None:
                 return  # aborted: nothing acknowledged, the broker redelivers
             self._acknowledge(batch, outcomes)
+            if self._batches.empty():
+                self._busy.clear()
 
     def _write(self, batch: Batch) -> list[list[Outcome]] | None:
         """Commit a batch; per-delivery outcomes. Retries while storage is unavailable."""
