@@ -205,13 +205,17 @@ class _PartitionWriter:
             if not _SAFE_TYPE.match(type_) or not _SAFE_DATE.match(date):
                 raise ValueError(f"unsafe partition value {type_!r}/{date!r}")
             self._key, self._part = (type_, date), 0
-        elif self._file_rows + self._pending_rows >= self.rows_per_file:
-            self._close_file()
-            self._part += 1
-        self._pending.append(table)
-        self._pending_rows += table.num_rows
-        if self._pending_rows >= self.rows_per_group:
-            self._flush()
+        while table.num_rows:
+            room = self.rows_per_file - self._file_rows - self._pending_rows
+            if room <= 0:  # this file is full: the partition continues in the next part
+                self._close_file()
+                self._part += 1
+                continue
+            piece, table = table.slice(0, room), table.slice(room)
+            self._pending.append(piece)
+            self._pending_rows += piece.num_rows
+            if self._pending_rows >= self.rows_per_group:
+                self._flush()
 
     def _flush(self) -> None:
         if not self._pending:
