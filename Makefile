@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: venv test test-timescale lint bench bench-writer bench-flows bench-http bench-mqtt clean compose-check
+.PHONY: demo venv test test-timescale lint bench bench-writer bench-flows bench-http bench-mqtt clean compose-check
 
 $(BIN)/vitals: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -14,6 +14,9 @@ $(BIN)/vitals: pyproject.toml
 	touch $(BIN)/vitals
 
 venv: $(BIN)/vitals
+
+demo: venv
+	$(BIN)/vitals demo
 
 test: venv
 	$(BIN)/pytest -q

@@ -131,6 +131,12 @@ def cmd_export_purge(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.demo import main as demo
+
+    return demo(settings)
+
+
 def cmd_consent_grant(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
@@ -399,6 +405,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = export.add_parser("purge", help="rewrite exports without erased/withdrawn subjects")
     p.set_defaults(func=cmd_export_purge)
+
+    p = sub.add_parser("demo", help="the whole pipeline on embedded defaults")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("validate", help="check data points without storing")
     p.add_argument("file", nargs="?", default="-")
