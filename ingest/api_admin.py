@@ -56,7 +56,7 @@ class Principal:
 @contextmanager
 def transaction(rt: Runtime) -> Iterator[psycopg.Connection]:
     """One pooled connection, committed when the block succeeds."""
-    with translate_errors(), rt.require_pool().connection(timeout=5) as conn:
+    with translate_errors(), rt.require_pool().connection() as conn:
         yield conn
 
 

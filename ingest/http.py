@@ -11,18 +11,21 @@ No SQL and no consent logic here: the writer's transaction decides.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import logging
+import signal
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import orjson
 import psycopg_pool
+import uvicorn
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
@@ -45,6 +48,7 @@ SIGNATURE_HEADER = "Vitals-Signature"
 RETRY_AFTER_S = 5
 PROVIDER_CACHE_TTL_S = 30.0
 TRANSPORT = "http"
+INLINE_PARSE_ITEMS = 8  # smaller payloads are validated on the event loop (no thread hop)
 
 REQUEST_SECONDS = Histogram(
     "vitals_http_request_seconds",
@@ -113,16 +117,21 @@ class ProviderCache:
         self._entries: dict[str, tuple[float, ProviderAuth]] = {}
         self._lock = threading.Lock()
 
+    def cached(self, provider_id: str) -> ProviderAuth | None:
+        """A fresh cache entry, without touching the database."""
+        with self._lock:
+            hit = self._entries.get(provider_id)
+        return hit[1] if hit and hit[0] > time.monotonic() else None
+
     def get(self, provider_id: str) -> ProviderAuth | None:
         """Raises StorageUnavailable when a lookup is needed and the database is down."""
         now = time.monotonic()
-        with self._lock:
-            hit = self._entries.get(provider_id)
-        if hit and hit[0] > now:
-            return hit[1]
+        hit = self.cached(provider_id)
+        if hit is not None:
+            return hit
         if not _looks_like_uuid(provider_id):
             return None
-        with translate_errors(), self.pool.connection(timeout=5) as conn:
+        with translate_errors(), self.pool.connection() as conn:
             row = admin.get_provider(conn, provider_id)
         if row is None:
             return None
@@ -435,7 +444,7 @@ def create_app(
                 settings.require_database_url(),
                 min_size=settings.pool_min_size,
                 max_size=settings.pool_max_size,
-                timeout=5.0,
+                timeout=3.0,  # then 503: a dead database is reported, not waited on
             )
             rt.owns_pool = True
         rt.providers = ProviderCache(rt.pool, master, PROVIDER_CACHE_TTL_S)
@@ -473,7 +482,8 @@ def create_app(
     )
     def readyz() -> Response:
         try:
-            with translate_errors(), rt.require_pool().connection(timeout=2) as conn:
+            pool = rt.require_pool()
+            with translate_errors(), pool.connection(timeout=min(2.0, pool.timeout)) as conn:
                 waiting = [m.path.name for m in pending(conn)]
         except StorageError as e:
             return json_response(
@@ -521,10 +531,12 @@ async def _webhook(
     rt: Runtime, provider_id: str, request: Request, signature: str | None
 ) -> Response:
     assert rt.providers is not None and rt.coalescer is not None
-    try:
-        provider = await run_in_threadpool(rt.providers.get, provider_id)
-    except StorageUnavailable:
-        return unavailable()
+    provider = rt.providers.cached(provider_id)
+    if provider is None:
+        try:
+            provider = await run_in_threadpool(rt.providers.get, provider_id)
+        except StorageUnavailable:
+            return unavailable()
     if provider is None or not provider.active:
         return error(404, "unknown_provider", "no active provider with this id")
     body = await read_limited(request, MAX_BODY_BYTES)
@@ -545,7 +557,10 @@ async def _webhook(
     if item_count(payload, fmt) > MAX_ITEMS:
         return error(413, "too_many_items", f"at most {MAX_ITEMS} data points per request")
     try:
-        parsed = await run_in_threadpool(parse_payload, payload, fmt, max_items=MAX_ITEMS)
+        if item_count(payload, fmt) <= INLINE_PARSE_ITEMS:
+            parsed = parse_payload(payload, fmt, max_items=MAX_ITEMS)
+        else:  # keep the event loop free while a large batch is validated
+            parsed = await run_in_threadpool(parse_payload, payload, fmt, max_items=MAX_ITEMS)
     except ShapeError as e:
         return error(400, "wrong_shape", str(e))
     try:
@@ -581,10 +596,31 @@ async def _webhook(
 
 
 def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
-    """`vitals serve`: JSON logs, then uvicorn until SIGINT/SIGTERM (which drains)."""
-    import uvicorn
+    """`vitals serve`: JSON logs, then uvicorn until SIGINT/SIGTERM.
 
+    A signal stops accepting connections, lets in-flight requests finish, and
+    drains the coalescing writer (every answered request is committed); the
+    process then exits 0.
+    """
     logs.configure()
     app = create_app(settings)  # refuses a placeholder key before binding the port
     log.info("serving", extra={"event": "serve", "host": host, "port": port})
-    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
+    _Server(config).run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn.Server that exits normally after a signal instead of re-raising it."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in signals}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

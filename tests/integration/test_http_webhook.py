@@ -18,14 +18,34 @@ from prometheus_client import REGISTRY
 
 from ingest import logs
 from ingest.http import sign
-from tests.integration.test_http_helpers import Api, World, count, make_world, running_app
+from tests.integration.test_http_helpers import (
+    Api,
+    World,
+    count,
+    make_world,
+    running_app,
+    scratch_db,
+)
 from tests.support.seed import data_point
 
 
-@pytest.fixture
-def api(db_url: str) -> Iterator[Api]:
-    with running_app(db_url) as a:
+@pytest.fixture(scope="module")
+def shared_url(pg_server_url: str, template_db: str) -> Iterator[str]:
+    """One database and one server for the module: tests are isolated by provider."""
+    with scratch_db(pg_server_url, template_db) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def api(shared_url: str) -> Iterator[Api]:
+    with running_app(shared_url) as a:
         yield a
+
+
+@pytest.fixture
+def conn(shared_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(shared_url) as c:
+        yield c
 
 
 @pytest.fixture
@@ -50,8 +70,10 @@ def test_signed_batch_is_committed_before_200_with_results_in_input_order(
     body = r.json()
     assert (body["accepted"], body["duplicates"], body["rejected"]) == (3, 0, 0)
     assert [x["id"] for x in body["results"]] == [p["header"]["id"] for p in points]
-    assert all(x == {"id": x["id"], "status": "accepted", "reason": None, "detail": None}
-               for x in body["results"])
+    assert all(
+        x == {"id": x["id"], "status": "accepted", "reason": None, "detail": None}
+        for x in body["results"]
+    )
     # blood pressure is two component rows
     assert _readings(conn, world) == 4
     row = conn.execute(
@@ -154,8 +176,9 @@ def test_unknown_or_suspended_provider_is_404(
         assert r.status_code == 404, (pid, r.text)
         assert r.json()["error"] == "unknown_provider"
     other = make_world(conn, master_key)
-    conn.execute("UPDATE providers SET status = 'suspended' WHERE provider_id = %s",
-                 (other.provider_id,))
+    conn.execute(
+        "UPDATE providers SET status = 'suspended' WHERE provider_id = %s", (other.provider_id,)
+    )
     conn.commit()
     assert api.post_readings(other, [data_point(other.user_ref)]).status_code == 404
 
@@ -171,9 +194,7 @@ def test_unknown_or_suspended_provider_is_404(
         (b"null", "wrong_shape"),
     ],
 )
-def test_malformed_or_wrong_shape_is_400(
-    api: Api, world: World, body: bytes, code: str
-) -> None:
+def test_malformed_or_wrong_shape_is_400(api: Api, world: World, body: bytes, code: str) -> None:
     r = api.post_readings(world, None, body=body)
     assert r.status_code == 400, r.text
     assert r.json()["error"] == code
@@ -220,6 +241,7 @@ def test_body_over_5_mib_is_413_while_streaming(
     headers = {"Content-Type": "application/json", "Vitals-Signature": sign(world.secret, raw)}
     url = f"/v1/providers/{world.provider_id}/readings"
     if chunked:  # no Content-Length: the limit must hold while reading the stream
+
         def chunks() -> Iterator[bytes]:
             for i in range(0, len(raw), 64 * 1024):
                 yield raw[i : i + 64 * 1024]
@@ -332,7 +354,7 @@ def test_health_ready_metrics_and_docs(api: Api, world: World) -> None:
 def test_readyz_is_503_while_migrations_are_pending(pg_server_url: str) -> None:
     name = f"vitals_empty_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(pg_server_url, autocommit=True) as admin_conn:
-        admin_conn.execute(f'CREATE DATABASE "{name}"')  # type: ignore[arg-type]
+        admin_conn.execute(f'CREATE DATABASE "{name}"')
     try:
         url = psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
         with running_app(url) as a:
@@ -342,12 +364,10 @@ def test_readyz_is_503_while_migrations_are_pending(pg_server_url: str) -> None:
             assert "0001_core.sql" in r.json()["pending"]
     finally:
         with psycopg.connect(pg_server_url, autocommit=True) as admin_conn:
-            admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')  # type: ignore[arg-type]
+            admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-def test_logs_are_json_without_values_or_personal_identifiers(
-    api: Api, world: World
-) -> None:
+def test_logs_are_json_without_values_or_personal_identifiers(api: Api, world: World) -> None:
     buffer = io.StringIO()
     logger = logging.getLogger("vitals")
     saved = (logger.handlers[:], logger.level, logger.propagate)
