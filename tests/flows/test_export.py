@@ -194,11 +194,13 @@ def test_eu_export_layout_schema_counts_and_consent(
     # DuckDB over the hive layout agrees with the manifest.
     con = duckdb.connect()
     glob = f"{path}/readings/*/*/*.parquet"
-    rows, persons, dates = con.execute(
+    counts = con.execute(
         "SELECT count(*), count(DISTINCT pseudonym), count(DISTINCT date)"
         " FROM read_parquet(?, hive_partitioning = true)",
         [glob],
     ).fetchone()
+    assert counts is not None
+    rows, persons, dates = counts
     assert (rows, persons, dates) == (12, 3, 2)
     assert con.execute(
         "SELECT count(*) FROM read_parquet(?, hive_partitioning = true)"
