@@ -33,13 +33,17 @@ def scratch_database(prefix: str = "vitals_bench") -> Iterator[str]:
         yield url
     finally:
         with psycopg.connect(SERVER_URL, autocommit=True) as c:
-            c.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                sql.Identifier(name)))
+            c.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
-def seed_registry(url: str, n_subjects: int, types: tuple[str, ...] = ("heart-rate",
-                  "blood-pressure")) -> tuple[str, list[str], str]:
-    """One provider, n consenting subjects linked as u0..un-1. Returns (provider_id, refs, secret)."""
+def seed_registry(
+    url: str, n_subjects: int, types: tuple[str, ...] = ("heart-rate", "blood-pressure")
+) -> tuple[str, list[str], str]:
+    """One provider, n consenting subjects linked as u0..u(n-1).
+
+    Returns (provider_id, user refs, webhook secret)."""
     with psycopg.connect(url) as conn:
         p = admin.add_provider(conn, SECRET_KEY.encode(), "bench", types, "bench")
         pid = p["provider_id"]
@@ -70,16 +74,18 @@ def data_points(n: int, refs: list[str], start: datetime | None = None) -> list[
                 "effective_time_frame": {"date_time": t},
             }
             name, version = "heart-rate", "2.0"
-        out.append({
-            "header": {
-                "id": f"bench-{i}",
-                "creation_date_time": t,
-                "schema_id": {"namespace": "omh", "name": name, "version": version},
-                "acquisition_provenance": {"source_name": "bench", "modality": "sensed"},
-                "user_id": refs[i % len(refs)],
-            },
-            "body": body,
-        })
+        out.append(
+            {
+                "header": {
+                    "id": f"bench-{i}",
+                    "creation_date_time": t,
+                    "schema_id": {"namespace": "omh", "name": name, "version": version},
+                    "acquisition_provenance": {"source_name": "bench", "modality": "sensed"},
+                    "user_id": refs[i % len(refs)],
+                },
+                "body": body,
+            }
+        )
     return out
 
 

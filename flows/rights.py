@@ -7,7 +7,7 @@ Plain functions over a connection or URL; the CLI and the admin API (role
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
 
 import orjson
@@ -104,9 +104,9 @@ def correct_subject(
     residency: str | None = None,
     relationship_end: Any = None,
     clear_relationship_end: bool = False,
-    add_links: list[tuple[str, str]] = (),  # type: ignore[assignment]
-    remove_links: list[tuple[str, str]] = (),
-) -> dict[str, Any]:  # type: ignore[assignment]
+    add_links: Sequence[tuple[str, str]] = (),
+    remove_links: Sequence[tuple[str, str]] = (),
+) -> dict[str, Any]:
     """Change residency, relationship end or links; before/after in the audit log."""
     sid = admin.parse_uuid(subject_id, "subject")
     with translate_errors():
@@ -224,7 +224,9 @@ def erase_subject(
         step("begin")
 
         if pseudonym is None:
-            from flows.export import pseudonym
+            from flows.export import pseudonym as export_pseudonym
+
+            pseudonym = export_pseudonym
         for export_id, salt_enc in conn.execute(
             q("erasure_exports_of"), {"subject_id": sid}
         ).fetchall():

@@ -98,6 +98,11 @@ class Stack:
                 cleanup()
 
 
+def _accepts(host: str, port: int) -> bool:
+    with socket.create_connection((host, port), 1):
+        return True
+
+
 def _reachable(url: str) -> bool:
     try:
         with psycopg.connect(url, connect_timeout=2):
@@ -196,11 +201,7 @@ def _run(settings: Settings, workdir: Path, stack: Stack, started: float) -> dic
         port = free_port()
         broker = broker_init(workdir / "broker", port=port)
         stack.start("mosquitto", [mosquitto, "-c", broker["config"]], env)
-        wait_for(
-            lambda: socket.create_connection(("127.0.0.1", port), 1).close() is None,
-            10,
-            "mosquitto",
-        )
+        wait_for(lambda: _accepts("127.0.0.1", port), 10, "mosquitto")
         env["VITALS_MQTT_URL"] = broker["mqtt_url"]
         say(f"Mosquitto: private broker on 127.0.0.1:{port} (dynamic security)")
     else:
@@ -416,15 +417,15 @@ def _report(
         accepted = conn.execute(
             "SELECT count(DISTINCT (provider_id, reading_id, effective_time)) FROM readings"
         ).fetchone()[0]  # type: ignore[index]
-        by_reason = dict(
+        by_reason: dict[str, int] = dict(
             conn.execute(
                 "SELECT reason, count(*) FROM rejections GROUP BY 1 ORDER BY 2 DESC"
             ).fetchall()
         )
-        by_transport = dict(
+        by_transport: dict[str, int] = dict(
             conn.execute("SELECT transport, count(*) FROM rejections GROUP BY 1").fetchall()
         )
-        group_counts = dict(
+        group_counts: dict[str, int] = dict(
             conn.execute(
                 "SELECT group_key, count(*) FROM group_memberships "
                 "WHERE valid_until IS NULL GROUP BY 1 ORDER BY 1"
@@ -436,7 +437,7 @@ def _report(
             " r GROUP BY 1 ORDER BY 1",
             {"t": since},
         ).fetchall()
-        refused_bucket = dict(
+        refused_bucket: dict[datetime, int] = dict(
             conn.execute(
                 "SELECT date_bin('1 second', received_at, %(t)s), count(*) FROM rejections "
                 "GROUP BY 1",
@@ -453,7 +454,7 @@ def _report(
     with contextlib.suppress(ImportError):
         import duckdb
 
-        duck = duckdb.sql(query).fetchall()
+        duck = duckdb.sql(query).fetchall()  # type: ignore[union-attr]
     chart = workdir / "report.png"
     _chart(chart, per_bucket, refused_bucket, by_reason, since, withdrawal_at)
     return {

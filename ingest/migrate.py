@@ -81,7 +81,7 @@ def migrate(url: str) -> list[str]:
                         )
                     continue
                 with conn.transaction():
-                    conn.execute(m.sql)  # type: ignore[arg-type]
+                    conn.execute(m.sql)
                     conn.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) "
                         "VALUES (%s, %s, %s)",

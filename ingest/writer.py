@@ -1,18 +1,28 @@
 """The one writer every transport uses: a batch in, per-reading outcomes out.
 
-One transaction per batch: COPY into per-connection staging tables, lock the
-batch's subjects against concurrent withdrawal/erasure, then one
-INSERT ... SELECT that applies the consent join with ON CONFLICT DO NOTHING.
-Refused readings are recorded in `rejections` without any value.
+One transaction per batch:
+1. COPY one row per reading (no values) into a per-connection staging table;
+2. lock the batch's subjects FOR SHARE (withdrawal and erasure take FOR UPDATE,
+   so a withdrawal committed first always wins);
+3. one statement decides every reading by joining links, subjects, providers
+   and live consents, records refusals in `rejections` (never a value) and
+   returns the decision;
+4. COPY the components of the readings it let in straight into `readings`
+   (coordinates only under a location consent), then commit.
+A resend is found in step 3; if a concurrent batch stores the same reading
+between steps 3 and 4, the unique key refuses the COPY and the batch is
+decided again from the start (the resend is then a duplicate).
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+import psycopg
 import psycopg_pool
 
 from ingest import metrics
@@ -36,6 +46,24 @@ _DB_DETAIL = {
     NO_CONSENT: "no consent covers this provider, data type and effective time",
 }
 MAX_ID_LENGTH = 256
+DUPLICATE = "duplicate"
+_RETRIES = 3  # decide again after losing a race to store the same reading
+# Binary COPY: the C dumpers of psycopg format a row faster than text.
+STAGING_TYPES = ("int4", "uuid", "text", "text", "text", "timestamptz", "text", "text")
+READINGS_TYPES = (
+    "timestamptz",
+    "uuid",
+    "uuid",
+    "text",
+    "text",
+    "text",
+    "float8",
+    "text",
+    "float8",
+    "text",
+    "float8",
+    "float8",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +92,15 @@ def _storable(r: Reading) -> Refusal | None:
     return None
 
 
+def _as_uuid(provider_id: str) -> uuid.UUID:
+    """Transports pass registered provider ids; anything else matches no provider
+    (its readings are then refused as unknown_subject)."""
+    try:
+        return uuid.UUID(provider_id)
+    except ValueError:
+        return uuid.UUID(int=0)
+
+
 class Writer:
     """Commits batches of parsed readings. Thread-safe (one pool connection per call)."""
 
@@ -80,40 +117,35 @@ class Writer:
         if not items:
             return []
         started = time.perf_counter()
-        outcomes: list[Outcome | None] = [None] * len(items)
         try:
-            decided = self._commit(items, transport, outcomes)
+            with translate_errors():
+                for attempt in range(_RETRIES):
+                    try:
+                        result = self._commit(items, transport)
+                        break
+                    except psycopg.errors.UniqueViolation:
+                        if attempt == _RETRIES - 1:
+                            raise
         except StorageError as e:
             kind = "unavailable" if isinstance(e, StorageUnavailable) else "error"
             metrics.STORAGE_ERRORS.labels(transport, kind).inc()
             raise
-        for idx, reason in decided:
-            if outcomes[idx] is not None:
-                continue
-            rid = items[idx][1].id
-            if reason is None:
-                outcomes[idx] = Outcome(rid, "duplicate")
-            else:
-                outcomes[idx] = Outcome(rid, "rejected", reason, _DB_DETAIL.get(reason))
-        result = [
-            o if o is not None else Outcome(items[idx][1].id, "accepted")
-            for idx, o in enumerate(outcomes)
-        ]
         elapsed = time.perf_counter() - started
         self.last = BatchStats(len(items), elapsed)
         metrics.record_batch(transport, elapsed, ((o.status, o.reason) for o in result))
         return result
 
-    def _commit(
-        self,
-        items: Sequence[tuple[str, Parsed]],
-        transport: str,
-        outcomes: list[Outcome | None],
-    ) -> list[tuple[int, str | None]]:
-        """One transaction: stage, lock, decide + insert. Fills pre-decided outcomes."""
-        with translate_errors(), self.pool.connection() as conn, conn.cursor() as cur:
+    def _commit(self, items: Sequence[tuple[str, Parsed]], transport: str) -> list[Outcome]:
+        """One attempt: stage, lock, decide, store, commit."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        with self.pool.connection() as conn, conn.cursor() as cur:
+            uuids: dict[str, uuid.UUID] = {}
             with cur.copy(q("copy_staging_readings")) as copy:
-                for idx, (provider_id, parsed) in enumerate(items):
+                copy.set_types(STAGING_TYPES)
+                for idx, (provider, parsed) in enumerate(items):
+                    provider_id = uuids.get(provider) or uuids.setdefault(
+                        provider, _as_uuid(provider)
+                    )
                     if isinstance(parsed, Reading):
                         refusal = _storable(parsed)
                         if refusal is None:
@@ -125,8 +157,6 @@ class Writer:
                                     parsed.user_ref,
                                     parsed.type,
                                     parsed.effective_time,
-                                    parsed.latitude,
-                                    parsed.longitude,
                                     None,
                                     transport,
                                 )
@@ -134,32 +164,53 @@ class Writer:
                             continue
                         parsed = refusal
                     outcomes[idx] = Outcome(parsed.id, "rejected", parsed.reason, parsed.detail)
-                    rid = parsed.id if parsed.id and len(parsed.id) <= MAX_ID_LENGTH else None
-                    if rid and "\x00" in rid:
+                    rid = parsed.id
+                    if rid is not None and (len(rid) > MAX_ID_LENGTH or "\x00" in rid):
                         rid = None
                     copy.write_row(
-                        (
-                            idx,
-                            provider_id,
-                            rid,
-                            None,
-                            None,
-                            None,
-                            None,
-                            None,
-                            parsed.reason,
-                            transport,
-                        )
+                        (idx, provider_id, rid, None, None, None, parsed.reason, transport)
                     )
-            with cur.copy(q("copy_staging_components")) as copy:
-                for idx, (_, parsed) in enumerate(items):
-                    if outcomes[idx] is None and isinstance(parsed, Reading):
-                        for c in parsed.components:
-                            copy.write_row(
-                                (idx, c.name, c.value, c.unit, c.orig_value, c.orig_unit)
-                            )
             cur.execute(q("lock_batch_subjects"))
-            cur.execute(q("gate_batch"))
-            decided = cur.fetchall()
+            decided = cur.execute(q("decide_batch")).fetchall()
+            stored: set[tuple[uuid.UUID, str, object]] = set()
+            with cur.copy(q("copy_readings")) as copy:
+                copy.set_types(READINGS_TYPES)
+                for idx, reason, subject_id, location_ok in decided:
+                    if outcomes[idx] is not None:
+                        continue
+                    provider, r = items[idx]
+                    provider_id = uuids[provider]
+                    assert isinstance(r, Reading)
+                    if reason is None:
+                        key = (provider_id, r.id, r.effective_time)
+                        if key in stored:  # the same reading twice in one batch
+                            reason = DUPLICATE
+                        else:
+                            stored.add(key)
+                            lat, lon = (r.latitude, r.longitude) if location_ok else (None, None)
+                            for c in r.components:
+                                copy.write_row(
+                                    (
+                                        r.effective_time,
+                                        subject_id,
+                                        provider_id,
+                                        r.id,
+                                        r.type,
+                                        c.name,
+                                        c.value,
+                                        c.unit,
+                                        c.orig_value,
+                                        c.orig_unit,
+                                        lat,
+                                        lon,
+                                    )
+                                )
+                            outcomes[idx] = Outcome(r.id, "accepted")
+                            continue
+                    if reason == DUPLICATE:
+                        outcomes[idx] = Outcome(r.id, "duplicate")
+                    else:
+                        outcomes[idx] = Outcome(r.id, "rejected", reason, _DB_DETAIL.get(reason))
             conn.commit()
-            return decided
+        assert all(o is not None for o in outcomes), "every reading gets an outcome"
+        return outcomes  # type: ignore[return-value]

@@ -290,3 +290,40 @@ def test_refused_copy_does_not_shadow_a_consented_one(
         ("accepted", None),
     ]
     assert stored(conn) == [("twin", "heart_rate", 71.0, None)]
+
+
+def test_a_resend_in_the_next_batch_is_a_duplicate(writer: Writer, world: dict) -> None:
+    """Resends are found by probing the unique key, batch after batch."""
+    p = world["provider"]
+    first = writer.write([(p, hr(f"rs{i}", "alice")) for i in range(20)], "test")
+    again = writer.write([(p, hr(f"rs{i}", "alice")) for i in range(10, 30)], "test")
+    assert {o.status for o in first} == {"accepted"}
+    assert [o.status for o in again] == ["duplicate"] * 10 + ["accepted"] * 10
+
+
+def test_concurrent_batches_with_the_same_readings_store_each_once(
+    writer: Writer, conn: psycopg.Connection, world: dict
+) -> None:
+    """Two batches racing with the same ids: the loser is decided again, so every
+    reading is stored once and reported accepted exactly once."""
+    p = world["provider"]
+    batch = [(p, hr(f"race{i}", "alice")) for i in range(300)]
+    results: list[list] = [[], [], [], []]
+
+    def go(k: int) -> None:
+        results[k] = writer.write(batch, "test")
+
+    threads = [threading.Thread(target=go, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    accepted = sum(1 for r in results for o in r if o.status == "accepted")
+    duplicate = sum(1 for r in results for o in r if o.status == "duplicate")
+    assert (accepted, duplicate) == (300, 900)
+    assert conn.execute("SELECT count(*) FROM readings").fetchone() == (300,)
+
+
+def test_unknown_provider_id_is_refused_not_crashed(writer: Writer, world: dict) -> None:
+    out = writer.write([("not-a-uuid", hr("x", "alice"))], "test")
+    assert (out[0].status, out[0].reason) == ("rejected", "unknown_subject")
