@@ -253,6 +253,7 @@ def erase_subject(
                 )
             if n < ERASURE_CHUNK:
                 break
+        _refresh_aggregates(url, conn)
         step("readings")
 
         with conn.transaction():
@@ -275,6 +276,19 @@ def erase_subject(
         admin.audit(conn, actor, "subject.erase", shash)
         conn.commit()
         return _receipt(conn, shash, already=False)
+
+
+def _refresh_aggregates(url: str, conn: psycopg.Connection) -> None:
+    """With TimescaleDB, refresh the continuous aggregates over readings now, so
+    the erased subject's daily totals go with the readings (refresh only redoes
+    invalidated buckets; it cannot run inside a transaction)."""
+    if not conn.execute(q("timescaledb_present")).fetchone()[0]:  # type: ignore[index]
+        return
+    views = [r[0] for r in conn.execute(q("erasure_continuous_aggregates")).fetchall()]
+    conn.commit()
+    with psycopg.connect(url, autocommit=True) as refresher:
+        for view in views:
+            refresher.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (view,))
 
 
 def _receipt(conn: psycopg.Connection, shash: str, *, already: bool) -> dict[str, Any]:

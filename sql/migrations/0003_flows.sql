@@ -65,10 +65,14 @@ BEGIN
             GROUP BY 1, 2, 3, 4, 5
             WITH NO DATA
         $cagg$;
+        -- No start offset: every invalidated day is refreshed, however old, so
+        -- deleted (erased, retained-out) readings leave the aggregate too.
         PERFORM add_continuous_aggregate_policy('readings_daily',
-            start_offset => INTERVAL '100 days',
+            start_offset => NULL,
             end_offset => INTERVAL '1 hour',
             schedule_interval => INTERVAL '1 hour');
+        PERFORM add_retention_policy('readings_daily', INTERVAL '3650 days',
+                                     if_not_exists => true);
     ELSE
         CREATE VIEW readings_daily AS
         SELECT date_trunc('day', effective_time, 'UTC') AS day,

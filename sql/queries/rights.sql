@@ -60,6 +60,15 @@ WHERE r.subject_id = %(subject_id)s
   AND r.provider_id = d.provider_id AND r.reading_id = d.reading_id
   AND r.component = d.component AND r.effective_time = d.effective_time
 
+-- name: erasure_continuous_aggregates
+-- TimescaleDB only: aggregates over readings to refresh after deleting rows.
+SELECT format('%I.%I', view_schema, view_name)
+FROM timescaledb_information.continuous_aggregates
+WHERE hypertable_name = 'readings'
+
+-- name: timescaledb_present
+SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
+
 -- name: erasure_delete_rest
 -- Step 4: everything else that names the subject, then the subject itself.
 WITH g AS (DELETE FROM group_memberships WHERE subject_id = %(subject_id)s RETURNING 1),

@@ -394,12 +394,6 @@ def test_erasure_query_of_the_rights_flow_deletes_only_the_subject(
     assert count(ts, "SELECT count(*) FROM readings WHERE subject_id = %s", kept) == 112
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="0003_flows.sql: the refresh policy only looks back 100 days, so daily "
-    "aggregates materialised earlier keep an erased subject's rows",
-)
 @pytest.mark.skipif(not defined_caggs(), reason="the migrations define no continuous aggregate")
 def test_erasure_reaches_the_continuous_aggregate(ts: psycopg.Connection) -> None:
     sid = add_subject(ts, "collection")
@@ -412,6 +406,26 @@ def test_erasure_reaches_the_continuous_aggregate(ts: psycopg.Connection) -> Non
     assert count(ts, "SELECT count(*) FROM readings_daily WHERE subject_id = %s", sid) == 10
     ts.execute("DELETE FROM readings WHERE subject_id = %s", (sid,))
     ts.execute("CALL run_job(%s)", (cagg_job_id(ts, "readings_daily"),))
+    assert count(ts, "SELECT count(*) FROM readings_daily WHERE subject_id = %s", sid) == 0
+
+
+def test_erasure_refreshes_the_aggregates_at_once(ts: psycopg.Connection) -> None:
+    """What flows.rights does right after deleting a subject's readings: the
+    named queries find the aggregates, and the refresh empties the subject's days
+    without waiting for the hourly policy."""
+    sid = add_subject(ts, "collection")
+    seed(ts, sid, first_day=200, days=5, components={"step_count": ("step-count", 3000.0)})
+    ts.execute(
+        "CALL refresh_continuous_aggregate('readings_daily', now() - interval '210 days', "
+        "now() - interval '190 days')"
+    )
+    assert count(ts, "SELECT count(*) FROM readings_daily WHERE subject_id = %s", sid) == 5
+    assert ts.execute(queries()["timescaledb_present"]).fetchone() == (True,)
+    views = [r[0] for r in ts.execute(queries()["erasure_continuous_aggregates"]).fetchall()]
+    assert views == ["public.readings_daily"]
+    ts.execute("DELETE FROM readings WHERE subject_id = %s", (sid,))
+    for view in views:
+        ts.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (view,))
     assert count(ts, "SELECT count(*) FROM readings_daily WHERE subject_id = %s", sid) == 0
 
 
