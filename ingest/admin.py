@@ -261,7 +261,7 @@ def withdraw_consent(conn: psycopg.Connection, consent_id: str, actor: str) -> d
     return {"consent_id": str(cid), "withdrawn_at": withdrawn_at.isoformat()}
 
 
-def consent_history(conn: psycopg.Connection, subject_id: str) -> list[dict[str, Any]]:
+def consent_history(conn: psycopg.Connection, subject_id: str | uuid.UUID) -> list[dict[str, Any]]:
     sid = parse_uuid(subject_id, "subject")
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(q("consent_history"), {"subject_id": sid}).fetchall()

@@ -289,11 +289,9 @@ def add_link(subject_id: str, body: LinkIn, request: Request, who: AsDpo) -> Res
     summary="The subject's consent history (append-only: grants and withdrawals)",
 )
 def consent_history(subject_id: str, request: Request, who: AsDpo) -> Response:
-    with transaction(runtime(request)) as conn, conn.cursor(row_factory=dict_row) as cur:
+    with transaction(runtime(request)) as conn:
         subject = admin.get_subject(conn, subject_id)
-        rows = cur.execute(
-            q("api_consent_history"), {"subject_id": subject["subject_id"]}
-        ).fetchall()
+        rows = admin.consent_history(conn, subject["subject_id"])
         admin.audit(conn, who.actor, "consent.read", subject["subject_id"])
     return json_response(rows)
 

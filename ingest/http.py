@@ -521,9 +521,11 @@ def create_app(
         return await _webhook(rt, provider_id, request, vitals_signature)
 
     from ingest.api_admin import install_handlers, router
+    from ingest.api_rights import router as rights_router
 
     install_handlers(app)
     app.include_router(router)
+    app.include_router(rights_router)
     return app
 
 

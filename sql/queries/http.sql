@@ -1,16 +1,5 @@
 -- Named queries of the admin API (ingest/api_admin.py).
 
--- name: api_consent_history
--- Append-only history of a subject's consents; open bounds come back as NULL
--- (the driver cannot represent +/-infinity as a Python datetime).
-SELECT c.consent_id, c.purpose, c.provider_id, c.types,
-       nullif(c.valid_from, '-infinity') AS valid_from,
-       nullif(c.valid_until, 'infinity') AS valid_until,
-       c.granted_at, c.granted_by, w.withdrawn_at, w.withdrawn_by
-FROM consents c LEFT JOIN consent_withdrawals w USING (consent_id)
-WHERE c.subject_id = %(subject_id)s
-ORDER BY c.granted_at, c.consent_id
-
 -- name: api_list_tokens
 SELECT encode(token_hash, 'hex') AS token_id, name, role, created_at, revoked_at
 FROM api_tokens ORDER BY created_at, name

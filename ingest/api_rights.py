@@ -1,0 +1,114 @@
+"""Data-subject rights over the admin API (role `dpo`): access extract,
+correction, erasure and the purge of past exports. The work is done by
+`flows.rights` / `flows.purge`, the same functions the CLI calls; every call
+is audited there."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Literal
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, Field
+
+from flows import purge, rights
+from ingest.api_admin import AsDpo, LinkIn, transaction
+from ingest.http import json_response, runtime
+
+router = APIRouter(prefix="/v1", tags=["subject rights"])
+_SPOOL_BYTES = 8 << 20  # extracts larger than this go through a temp file
+
+
+class SubjectCorrection(BaseModel):
+    residency: Literal["FI", "EU"] | None = None
+    relationship_end: datetime | None = Field(None, examples=["2026-12-31T00:00Z"])
+    clear_relationship_end: bool = False
+    add_links: list[LinkIn] = Field(default_factory=list)
+    remove_links: list[LinkIn] = Field(default_factory=list)
+
+
+class ReadingCorrection(BaseModel):
+    provider_id: str
+    reading_id: str
+    action: Literal["erroneous", "valid", "delete"]
+
+
+@router.get(
+    "/subjects/{subject_id}/export",
+    summary="Access extract: everything held about the subject, as one JSON document",
+)
+def export_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
+    spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
+    try:
+        with transaction(runtime(request)) as conn:
+            rights.write_extract(conn, subject_id, spool, actor=who.actor)
+    except BaseException:
+        spool.close()
+        raise
+    spool.seek(0)
+
+    def chunks() -> Iterator[bytes]:
+        with spool:
+            yield from iter(lambda: spool.read(1 << 16), b"")
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/json",
+        headers={"Content-Disposition": f'attachment; filename="subject-{subject_id}.json"'},
+    )
+
+
+@router.patch("/subjects/{subject_id}", summary="Correct residency, relationship end, links")
+def correct_subject(
+    subject_id: str, body: SubjectCorrection, request: Request, who: AsDpo
+) -> Response:
+    with transaction(runtime(request)) as conn:
+        result = rights.correct_subject(
+            conn,
+            subject_id,
+            who.actor,
+            residency=body.residency,
+            relationship_end=body.relationship_end,
+            clear_relationship_end=body.clear_relationship_end,
+            add_links=[(link.provider_id, link.user_ref) for link in body.add_links],
+            remove_links=[(link.provider_id, link.user_ref) for link in body.remove_links],
+        )
+    return json_response(result)
+
+
+@router.post(
+    "/subjects/{subject_id}/readings/correct",
+    summary="Mark a reading erroneous (kept, left out of groups and exports), valid, or delete it",
+)
+def correct_reading(
+    subject_id: str, body: ReadingCorrection, request: Request, who: AsDpo
+) -> Response:
+    with transaction(runtime(request)) as conn:
+        result = rights.correct_reading(
+            conn, subject_id, body.provider_id, body.reading_id, who.actor, action=body.action
+        )
+    return json_response(result)
+
+
+@router.delete(
+    "/subjects/{subject_id}",
+    summary="Erase the subject everywhere (idempotent, resumable); returns the receipt",
+)
+def erase_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
+    rt = runtime(request)
+    url = rt.settings.require_database_url()
+    return json_response(rights.erase_subject(url, rt.master, subject_id, who.actor))
+
+
+@router.post(
+    "/exports/purge",
+    tags=["exports"],
+    summary="Rewrite past exports without erased or research-withdrawn subjects",
+)
+def purge_exports(request: Request, who: AsDpo) -> Response:
+    rt = runtime(request)
+    url = rt.settings.require_database_url()
+    return json_response(purge.purge_exports(url, rt.master, actor=who.actor))
