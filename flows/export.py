@@ -59,10 +59,14 @@ MANIFEST = "_manifest.json"
 FORMAT = "vitals-export/1"
 UTC_US = pa.timestamp("us", tz="UTC")
 
+# `type` is dictionary-encoded: it is also the hive partition key (`type=`), which
+# pyarrow/pandas discover as a dictionary column, so the two merge and
+# `pandas.read_parquet(export + "/readings")` works as is.
+TYPE_DICTIONARY = pa.dictionary(pa.int32(), pa.string())
 READINGS_SCHEMA = pa.schema(
     [
         pa.field("pseudonym", pa.string(), nullable=False),
-        pa.field("type", pa.string(), nullable=False),
+        pa.field("type", TYPE_DICTIONARY, nullable=False),
         pa.field("component", pa.string(), nullable=False),
         pa.field("effective_time", UTC_US, nullable=False),
         pa.field("value", pa.float64(), nullable=False),
@@ -278,7 +282,7 @@ def _split_batch(batch: pa.RecordBatch, out: _PartitionWriter, seen: set[str]) -
     table = pa.Table.from_arrays(
         [
             batch.column("pseudonym"),
-            batch.column("type"),
+            pc.dictionary_encode(batch.column("type")),
             batch.column("component"),
             pc.cast(batch.column("effective_time"), UTC_US),
             batch.column("value"),

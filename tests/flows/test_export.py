@@ -30,7 +30,8 @@ LAT, LON = 60.16987, 24.93842
 EXPECTED_SCHEMA = pa.schema(
     [
         pa.field("pseudonym", pa.string(), nullable=False),
-        pa.field("type", pa.string(), nullable=False),
+        # string values, dictionary-encoded like the hive partition key it repeats
+        pa.field("type", pa.dictionary(pa.int32(), pa.string()), nullable=False),
         pa.field("component", pa.string(), nullable=False),
         pa.field("effective_time", pa.timestamp("us", tz="UTC"), nullable=False),
         pa.field("value", pa.float64(), nullable=False),
