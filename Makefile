@@ -48,11 +48,9 @@ bench-mqtt: venv
 bench-http: venv
 	$(BIN)/python -m bench.http
 
+# Every benchmark, one at a time, into docs/benchmarks.md (with peak RSS per process).
 bench: venv
-	$(BIN)/python -m bench.writer
-	$(BIN)/python -m bench.flows
-	$(BIN)/python -m bench.mqtt
-	$(BIN)/python -m bench.http
+	$(BIN)/python -m bench.report
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
