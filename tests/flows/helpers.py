@@ -10,21 +10,10 @@ from typing import Any
 
 import psycopg
 
+from schemas.units import CANONICAL
 from tests.support import seed
 
-UNITS = {
-    "heart_rate": "/min",
-    "systolic_blood_pressure": "mm[Hg]",
-    "diastolic_blood_pressure": "mm[Hg]",
-    "blood_glucose": "mg/dL",
-    "body_weight": "kg",
-    "body_temperature": "Cel",
-    "oxygen_saturation": "%",
-    "respiratory_rate": "/min",
-    "step_count": "{steps}",
-    "latitude": "deg",
-    "longitude": "deg",
-}
+UNITS = CANONICAL
 COMPONENTS = {
     "heart-rate": ("heart_rate",),
     "blood-pressure": ("systolic_blood_pressure", "diastolic_blood_pressure"),

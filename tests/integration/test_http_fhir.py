@@ -3,38 +3,27 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
 
-from tests.integration.test_http_helpers import Api, World, count, running_app, scratch_db
+# Module-scoped fixtures shared by the HTTP modules: one database and one server
+# per module (tests are isolated by provider).
+from tests.integration.test_http_helpers import (  # noqa: F401, E402
+    Api,
+    World,
+    api,
+    conn,
+    count,
+    shared_url,
+)
 from tests.support import seed
 
 FHIR_DIR = Path(__file__).resolve().parent.parent / "data" / "fhir"
 FILES = sorted(FHIR_DIR.glob("*.json"))
 FHIR = "application/fhir+json"
-
-
-@pytest.fixture(scope="module")
-def shared_url(pg_server_url: str, template_db: str) -> Iterator[str]:
-    """One database and one server for the module: tests are isolated by provider."""
-    with scratch_db(pg_server_url, template_db) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def api(shared_url: str) -> Iterator[Api]:
-    with running_app(shared_url) as a:
-        yield a
-
-
-@pytest.fixture
-def conn(shared_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(shared_url) as c:
-        yield c
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ part replaced by arbitrary JSON.
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -18,7 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.reading import REASONS
-from tests.integration.test_http_helpers import Api, World, make_world, running_app, scratch_db
+
+# Module-scoped fixtures shared by the HTTP modules: one database and one server
+# per module (tests are isolated by provider).
+from tests.integration.test_http_helpers import (  # noqa: F401, E402
+    Api,
+    World,
+    api,
+    conn,
+    make_world,
+    shared_url,
+)
 from tests.support.seed import data_point
 
 JSON_SCALARS = (
@@ -45,25 +54,6 @@ CONTENT_TYPES = st.sampled_from(
     ]
 )
 OK_STATUSES = {200, 400, 413, 415}
-
-
-@pytest.fixture(scope="module")
-def shared_url(pg_server_url: str, template_db: str) -> Iterator[str]:
-    """One database and one server for the module: tests are isolated by provider."""
-    with scratch_db(pg_server_url, template_db) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def api(shared_url: str) -> Iterator[Api]:
-    with running_app(shared_url) as a:
-        yield a
-
-
-@pytest.fixture
-def conn(shared_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(shared_url) as c:
-        yield c
 
 
 @pytest.fixture

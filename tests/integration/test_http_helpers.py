@@ -21,6 +21,7 @@ import orjson
 import psycopg
 import psycopg.sql
 import psycopg_pool
+import pytest
 import uvicorn
 
 from ingest.db import make_pool
@@ -254,3 +255,22 @@ def count(conn: psycopg.Connection, table: str, where: str = "true", params: Any
     row = conn.execute(f"SELECT count(*) FROM {table} WHERE {where}", params).fetchone()
     assert row is not None
     return int(row[0])
+
+
+@pytest.fixture(scope="module")
+def shared_url(pg_server_url: str, template_db: str) -> Iterator[str]:
+    """One database and one server for the module: tests are isolated by provider."""
+    with scratch_db(pg_server_url, template_db) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def api(shared_url: str) -> Iterator[Api]:
+    with running_app(shared_url) as a:
+        yield a
+
+
+@pytest.fixture
+def conn(shared_url: str) -> Iterator[psycopg.Connection]:
+    with psycopg.connect(shared_url) as c:
+        yield c

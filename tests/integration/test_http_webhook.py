@@ -18,34 +18,20 @@ from prometheus_client import REGISTRY
 
 from ingest import logs
 from ingest.http import sign
-from tests.integration.test_http_helpers import (
+
+# Module-scoped fixtures shared by the HTTP modules: one database and one server
+# per module (tests are isolated by provider).
+from tests.integration.test_http_helpers import (  # noqa: F401, E402
     Api,
     World,
+    api,
+    conn,
     count,
     make_world,
     running_app,
-    scratch_db,
+    shared_url,
 )
 from tests.support.seed import data_point
-
-
-@pytest.fixture(scope="module")
-def shared_url(pg_server_url: str, template_db: str) -> Iterator[str]:
-    """One database and one server for the module: tests are isolated by provider."""
-    with scratch_db(pg_server_url, template_db) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def api(shared_url: str) -> Iterator[Api]:
-    with running_app(shared_url) as a:
-        yield a
-
-
-@pytest.fixture
-def conn(shared_url: str) -> Iterator[psycopg.Connection]:
-    with psycopg.connect(shared_url) as c:
-        yield c
 
 
 @pytest.fixture

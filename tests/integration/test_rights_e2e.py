@@ -17,7 +17,6 @@ import psycopg
 import pyarrow.parquet as pq
 import pytest
 from mqtt_helpers import Collector, publish_qos1, start_broker
-from test_http_helpers import running_app
 from test_mqtt import IngesterProcess, wait_until
 from test_rights import dump
 
@@ -26,6 +25,7 @@ from flows.export import MANIFEST, export_salt, pseudonym, run_export
 from flows.groups import derive_groups
 from ingest import admin
 from ingest.broker import create_provider_client
+from tests.integration.test_http_helpers import running_app
 from tests.support import seed
 
 HTTP_REF = "erase-me-http-7q2w"

@@ -9,6 +9,7 @@ from typing import Any
 import psycopg
 
 from ingest import admin
+from ingest.simulator import VERSIONS
 from schemas.reading import TYPES
 
 
@@ -66,18 +67,6 @@ def data_point(
         "body": body,
     }
 
-
-VERSIONS = {
-    "heart-rate": "2.0",
-    "blood-pressure": "4.0",
-    "blood-glucose": "4.0",
-    "body-weight": "3.0",
-    "body-temperature": "4.0",
-    "oxygen-saturation": "2.0",
-    "respiratory-rate": "2.0",
-    "step-count": "3.0",
-    "geoposition": "1.0",
-}
 
 BODIES: dict[str, Any] = {
     "heart-rate": lambda v: {"heart_rate": {"value": v, "unit": "beats/min"}},
