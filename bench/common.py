@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -13,7 +14,10 @@ import psycopg
 from psycopg import sql
 
 from ingest import admin
+from ingest.gate import parse_payload
 from ingest.migrate import migrate
+from ingest.writer import READINGS_TYPES
+from schemas.reading import Reading
 
 SECRET_KEY = os.environ.get("VITALS_SECRET_KEY", "bench-key-7c1e9a3f5b2d4e6a8c0b1d3f5a7e9c2b")
 SERVER_URL = os.environ.get(
@@ -87,6 +91,53 @@ def data_points(n: int, refs: list[str], start: datetime | None = None) -> list[
             }
         )
     return out
+
+
+COPY_COLUMNS = (
+    "effective_time, subject_id, provider_id, reading_id, type, component, value, unit, "
+    "orig_value, orig_unit"
+)
+
+
+def ceiling_rows(
+    url: str, provider_id: str, points: list[dict], prefix: str = "raw-"
+) -> list[tuple]:
+    """The rows the gate would store for `points`, ready for the raw COPY ceiling."""
+    with psycopg.connect(url) as conn:
+        subject_of: dict[str, uuid.UUID] = dict(
+            conn.execute("SELECT user_ref, subject_id FROM links").fetchall()
+        )
+    pid = uuid.UUID(provider_id)
+    return [
+        (
+            p.effective_time,
+            subject_of[p.user_ref],
+            pid,
+            prefix + p.id,
+            p.type,
+            c.name,
+            c.value,
+            c.unit,
+            c.orig_value,
+            c.orig_unit,
+        )
+        for p in parse_payload(points, now=datetime.now(UTC))
+        if isinstance(p, Reading)
+        for c in p.components
+    ]
+
+
+def raw_copy(url: str, rows: list[tuple]) -> float:
+    """The ceiling: the same rows COPYed into readings, in the writer's own
+    (binary) format. Returns seconds."""
+    started = time.perf_counter()
+    with psycopg.connect(url) as conn, conn.cursor() as cur:
+        with cur.copy(f"COPY readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+            copy.set_types(READINGS_TYPES[:10])
+            for row in rows:
+                copy.write_row(row)
+        conn.commit()
+    return time.perf_counter() - started
 
 
 def peak_rss_mb() -> float:

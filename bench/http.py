@@ -27,11 +27,15 @@ import httpx
 import orjson
 import psycopg
 
-from bench.common import SECRET_KEY, data_points, scratch_database, seed_registry
-from bench.writer import raw_copy
-from ingest.gate import parse_payload
+from bench.common import (
+    SECRET_KEY,
+    ceiling_rows,
+    data_points,
+    raw_copy,
+    scratch_database,
+    seed_registry,
+)
 from ingest.http import sign
-from schemas.reading import Reading
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 
@@ -190,28 +194,7 @@ def main() -> None:
         bodies = [orjson.dumps(points[i : i + args.batch]) for i in range(0, n, args.batch)]
 
         # The rows the gate will store, for the raw COPY ceiling.
-        with psycopg.connect(url) as conn:
-            subject_of: dict[str, object] = dict(
-                conn.execute("SELECT user_ref, subject_id FROM links").fetchall()
-            )
-        rows = []
-        for p in parse_payload(points, now=datetime.now(UTC)):
-            assert isinstance(p, Reading)
-            for c in p.components:
-                rows.append(
-                    (
-                        p.effective_time,
-                        subject_of[p.user_ref],
-                        pid,
-                        p.id,
-                        p.type,
-                        c.name,
-                        c.value,
-                        c.unit,
-                        c.orig_value,
-                        c.orig_unit,
-                    )
-                )
+        rows = ceiling_rows(url, pid, points, prefix="")
         copy_s = raw_copy(url, rows)
         with psycopg.connect(url) as conn:
             conn.execute("TRUNCATE readings")

@@ -34,8 +34,14 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.common import SECRET_KEY, data_points, scratch_database, seed_registry
-from bench.writer import raw_copy
+from bench.common import (
+    SECRET_KEY,
+    ceiling_rows,
+    data_points,
+    raw_copy,
+    scratch_database,
+    seed_registry,
+)
 from ingest.broker import create_provider_client, ingester_client_id, parse_mqtt_url
 from ingest.gate import parse_payload
 from schemas.reading import Reading
@@ -323,17 +329,7 @@ def main() -> None:
 
             # 1. The ceiling: the same rows straight into the table.
             points = data_points(n, refs)
-            with psycopg.connect(url) as conn:
-                subject_of: dict[str, Any] = dict(
-                    conn.execute("SELECT user_ref, subject_id FROM links").fetchall()
-                )
-            rows = [
-                (p.effective_time, subject_of[p.user_ref], pid, "raw-" + p.id, p.type, c.name)
-                + (c.value, c.unit, c.orig_value, c.orig_unit)
-                for p in parse_payload(points, now=datetime.now(UTC))
-                if isinstance(p, Reading)
-                for c in p.components
-            ]
+            rows = ceiling_rows(url, pid, points)
             copy_s = raw_copy(url, rows)
             truncate(url)
 

@@ -9,34 +9,15 @@ import argparse
 import gc
 import multiprocessing
 import time
-import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
 import psycopg
 
-from bench.common import data_points, scratch_database, seed_registry
+from bench.common import ceiling_rows, data_points, raw_copy, scratch_database, seed_registry
 from ingest.db import make_pool
 from ingest.gate import parse_payload
-from ingest.writer import READINGS_TYPES, Outcome, Writer
-from schemas.reading import Reading
-
-COLUMNS = (
-    "effective_time, subject_id, provider_id, reading_id, type, component, value, unit, "
-    "orig_value, orig_unit"
-)
-
-
-def raw_copy(url: str, rows: list[tuple]) -> float:
-    """The ceiling: the same rows, COPY in the writer's own (binary) format."""
-    started = time.perf_counter()
-    with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY readings ({COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-            copy.set_types(READINGS_TYPES[:10])
-            for row in rows:
-                copy.write_row(row)
-        conn.commit()
-    return time.perf_counter() - started
+from ingest.writer import Outcome, Writer
 
 
 def gate_and_writer(url: str, pid: str, points: list[dict], batch: int) -> tuple[float, int]:
@@ -93,30 +74,7 @@ def main() -> None:
     with scratch_database() as url:
         pid, refs, _ = seed_registry(url, args.subjects)
         points = data_points(args.readings, refs)
-        with psycopg.connect(url) as conn:
-            subject_of: dict[str, uuid.UUID] = dict(
-                conn.execute("SELECT user_ref, subject_id FROM links").fetchall()
-            )
-        # The same rows the gate will store, prepared up front for the raw COPY.
-        now = datetime.now(UTC)
-        rows = []
-        for p in parse_payload(points, now=now):
-            assert isinstance(p, Reading)
-            for c in p.components:
-                rows.append(
-                    (
-                        p.effective_time,
-                        subject_of[p.user_ref],
-                        uuid.UUID(pid),
-                        "raw-" + p.id,
-                        p.type,
-                        c.name,
-                        c.value,
-                        c.unit,
-                        c.orig_value,
-                        c.orig_unit,
-                    )
-                )
+        rows = ceiling_rows(url, pid, points)
         # The inputs are built up front; keep their millions of objects out of the
         # cyclic GC's scans, which a transport (one batch in memory) never pays.
         gc.collect()
