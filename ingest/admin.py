@@ -118,15 +118,31 @@ def webhook_secret(master: bytes, provider: dict[str, Any]) -> bytes:
 
 
 def set_provider_status(
-    conn: psycopg.Connection, provider_id: str, status: str, actor: str
+    conn: psycopg.Connection,
+    provider_id: str,
+    status: str,
+    actor: str,
+    mqtt_admin_url: str | None = None,
 ) -> dict[str, Any]:
+    """Activate, suspend or remove a provider. With `mqtt_admin_url`, its broker
+    account follows: disabled when suspended or removed (live connections are
+    dropped), enabled again when active. A broker error leaves the database
+    unchanged (the caller's transaction is not committed)."""
     if status not in ("active", "suspended", "removed"):
         raise InputError("invalid_status", f"unknown provider status {status!r}")
     pid = parse_uuid(provider_id, "provider")
-    row = conn.execute(q("set_provider_status"), {"provider_id": pid, "status": status}).fetchone()
-    if row is None:
+    provider = get_provider(conn, pid)
+    if provider is None:
         raise NotFound("provider", provider_id)
+    conn.execute(q("set_provider_status"), {"provider_id": pid, "status": status})
     audit(conn, actor, f"provider.{status}", provider_id=str(pid))
+    if mqtt_admin_url and provider["mqtt_username"]:
+        from ingest import broker
+
+        if status == "active":
+            broker.enable_provider_client(mqtt_admin_url, str(pid))
+        else:
+            broker.disable_provider_client(mqtt_admin_url, str(pid))
     return {"provider_id": str(pid), "status": status}
 
 

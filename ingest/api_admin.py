@@ -206,7 +206,14 @@ def set_provider_status(
 ) -> Response:
     rt = runtime(request)
     with transaction(rt) as conn:
-        result = admin.set_provider_status(conn, provider_id, body.status, who.actor)
+        admin_url = rt.settings.mqtt_admin_url
+        result = admin.set_provider_status(
+            conn,
+            provider_id,
+            body.status,
+            who.actor,
+            mqtt_admin_url=admin_url.get_secret_value() if admin_url else None,
+        )
     if rt.providers is not None:
         rt.providers.invalidate(provider_id)
     return json_response(result)

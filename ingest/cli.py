@@ -86,6 +86,23 @@ def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_provider_status(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest import admin
+
+    admin_url = settings.mqtt_admin_url
+    with _connect(settings) as conn:
+        result = admin.set_provider_status(
+            conn,
+            args.provider_id,
+            args.status,
+            actor="cli",
+            mqtt_admin_url=admin_url.get_secret_value() if admin_url else None,
+        )
+        conn.commit()
+    emit(result)
+    return 0
+
+
 def cmd_subject_add(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
@@ -338,6 +355,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name")
     p.add_argument("--types", type=csv_list, required=True)
     p.set_defaults(func=cmd_provider_add)
+    p = provider.add_parser(
+        "status", help="activate, suspend or remove a provider (and its MQTT account)"
+    )
+    p.add_argument("provider_id")
+    p.add_argument("status", choices=["active", "suspended", "removed"])
+    p.set_defaults(func=cmd_provider_status)
 
     subject = sub.add_parser("subject", help="data subjects").add_subparsers(
         dest="subject_command", required=True
