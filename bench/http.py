@@ -35,7 +35,7 @@ from bench.common import (
     scratch_database,
     seed_registry,
 )
-from ingest.http import sign
+from ingest.webhook_auth import sign
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 

@@ -35,9 +35,11 @@ from psycopg import sql
 
 from ingest import admin
 from ingest.broker import broker_init, create_provider_client, parse_mqtt_url
+from ingest.demo_report import build_report, print_report
 from ingest.migrate import migrate
 from ingest.settings import Settings
 from ingest.simulator import PROFILES, bad_payloads, device_day
+from ingest.webhook_auth import sign
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEVICES = 300
@@ -153,15 +155,6 @@ class Publisher:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-def sign(secret: str, body: bytes) -> str:
-    import hashlib
-    import hmac
-
-    t = int(time.time())
-    mac = hmac.new(secret.encode(), f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
 
 
 def run_demo(settings: Settings, workdir: Path = Path(".demo")) -> dict[str, Any]:
@@ -396,142 +389,11 @@ def _run(settings: Settings, workdir: Path, stack: Stack, started: float) -> dic
         for region in ("EU", "FI")
     }
 
-    report = _report(
+    report = build_report(
         db_url, groups, exports, ingest_started, ingest_seconds, total, workdir, withdrawal_at
     )
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
-
-
-def _report(
-    db_url: str,
-    groups: dict[str, Any],
-    exports: dict[str, Any],
-    since: datetime,
-    ingest_seconds: float,
-    sent: int,
-    workdir: Path,
-    withdrawal_at: float,
-) -> dict[str, Any]:
-    with psycopg.connect(db_url) as conn:
-        accepted = conn.execute(
-            "SELECT count(DISTINCT (provider_id, reading_id, effective_time)) FROM readings"
-        ).fetchone()[0]  # type: ignore[index]
-        by_reason: dict[str, int] = dict(
-            conn.execute(
-                "SELECT reason, count(*) FROM rejections GROUP BY 1 ORDER BY 2 DESC"
-            ).fetchall()
-        )
-        by_transport: dict[str, int] = dict(
-            conn.execute("SELECT transport, count(*) FROM rejections GROUP BY 1").fetchall()
-        )
-        group_counts: dict[str, int] = dict(
-            conn.execute(
-                "SELECT group_key, count(*) FROM group_memberships "
-                "WHERE valid_until IS NULL GROUP BY 1 ORDER BY 1"
-            ).fetchall()
-        )
-        per_bucket = conn.execute(
-            "SELECT date_bin('1 second', received_at, %(t)s) AS b, count(*) FROM "
-            "(SELECT DISTINCT provider_id, reading_id, effective_time, received_at FROM readings)"
-            " r GROUP BY 1 ORDER BY 1",
-            {"t": since},
-        ).fetchall()
-        refused_bucket: dict[datetime, int] = dict(
-            conn.execute(
-                "SELECT date_bin('1 second', received_at, %(t)s), count(*) FROM rejections "
-                "GROUP BY 1",
-                {"t": since},
-            ).fetchall()
-        )
-    eu = exports["EU"]
-    query = (
-        "SELECT type, component, unit, count(*) AS n, round(avg(value), 1) AS mean "
-        f"FROM read_parquet('{eu['path']}/readings/*/*/*.parquet', hive_partitioning=false) "
-        "GROUP BY ALL ORDER BY n DESC"
-    )
-    duck: list[tuple[Any, ...]] = []
-    with contextlib.suppress(ImportError):
-        import duckdb
-
-        duck = duckdb.sql(query).fetchall()  # type: ignore[union-attr]
-    chart = workdir / "report.png"
-    _chart(chart, per_bucket, refused_bucket, by_reason, since, withdrawal_at)
-    return {
-        "sent": sent,
-        "accepted": accepted,
-        "refused": sum(by_reason.values()),
-        "refused_by_reason": by_reason,
-        "refused_by_transport": by_transport,
-        "ingest_seconds": round(ingest_seconds, 1),
-        "groups": group_counts,
-        "groups_run": groups,
-        "exports": {
-            r: {k: e[k] for k in ("export_id", "path", "rows", "subjects")}
-            for r, e in exports.items()
-        },
-        "duckdb_query": query,
-        "duckdb_result": duck[:10],
-        "chart": str(chart),
-    }
-
-
-def _chart(
-    path: Path,
-    per_bucket: list[tuple[datetime, int]],
-    refused_bucket: dict[datetime, int],
-    by_reason: dict[str, int],
-    since: datetime,
-    withdrawal_at: float,
-) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    xs = [(b - since).total_seconds() for b, _ in per_bucket]
-    left.plot(xs, [n * 60 for _, n in per_bucket], marker=".", label="stored")
-    left.plot(
-        [(b - since).total_seconds() for b in sorted(refused_bucket)],
-        [refused_bucket[b] * 60 for b in sorted(refused_bucket)],
-        marker="x",
-        label="refused",
-    )
-    left.axvline(withdrawal_at, color="grey", linestyle="--", label="consent withdrawal")
-    left.set_xlabel("seconds since the simulator started")
-    left.set_ylabel("readings per minute (1 s bins)")
-    left.set_title("Ingest rate")
-    left.legend()
-    reasons = list(by_reason)
-    bars = right.barh(reasons, [by_reason[r] for r in reasons], color="#c0504d")
-    right.bar_label(bars, padding=3)
-    right.set_xscale("log")
-    right.set_xlabel("readings refused (log scale)")
-    right.set_title("Refusals by reason")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-
-
-def print_report(report: dict[str, Any]) -> None:
-    lines = [
-        "",
-        f"vitals demo finished in {report['seconds']} s",
-        f"  readings sent {report['sent']:,}: stored {report['accepted']:,}, "
-        f"refused {report['refused']:,} (ingest {report['ingest_seconds']} s)",
-        "  refused by reason: "
-        + ", ".join(f"{k} {v}" for k, v in report["refused_by_reason"].items()),
-        "  groups: " + ", ".join(f"{k} {v}" for k, v in report["groups"].items()),
-    ]
-    for region, e in report["exports"].items():
-        lines.append(
-            f"  export {region}: {e['rows']:,} rows, {e['subjects']} subjects → {e['path']}"
-        )
-    lines += ["  try it with DuckDB:", f"    {report['duckdb_query']}"]
-    lines += [f"    {row}" for row in report["duckdb_result"][:5]]
-    lines.append(f"  chart: {report['chart']}")
-    print("\n".join(lines), file=sys.stderr, flush=True)
 
 
 def main(settings: Settings) -> int:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import hmac
 import logging
 import signal
 import threading
@@ -31,22 +30,25 @@ from fastapi.concurrency import run_in_threadpool
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
-from ingest import admin, logs
+from ingest import logs
 from ingest.coalesce import CoalescingWriter
 from ingest.db import StorageError, StorageUnavailable, make_pool, translate_errors
 from ingest.gate import Format, ShapeError, parse_payload
 from ingest.migrate import pending
 from ingest.settings import Settings
+from ingest.webhook_auth import (
+    PROVIDER_CACHE_TTL_S,
+    SIGNATURE_HEADER,
+    ProviderCache,
+    verify_signature,
+)
 from ingest.writer import Writer
 
 log = logging.getLogger("vitals.http")
 
 MAX_BODY_BYTES = 5 * 1024 * 1024
 MAX_ITEMS = 5000
-SIGNATURE_TOLERANCE_S = 300
-SIGNATURE_HEADER = "Vitals-Signature"
 RETRY_AFTER_S = 5
-PROVIDER_CACHE_TTL_S = 30.0
 TRANSPORT = "http"
 INLINE_PARSE_ITEMS = 8  # smaller payloads are validated on the event loop (no thread hop)
 
@@ -56,112 +58,6 @@ REQUEST_SECONDS = Histogram(
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
-
-
-# Signatures -------------------------------------------------------------------
-
-
-def sign(secret: bytes | str, body: bytes, t: int | None = None) -> str:
-    """The `Vitals-Signature` header value a partner sends for `body`."""
-    key = secret.encode() if isinstance(secret, str) else secret
-    t = int(time.time()) if t is None else t
-    mac = hmac.new(key, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    return f"t={t},v1={mac}"
-
-
-def verify_signature(header: str | None, secret: bytes, body: bytes, now: float) -> str | None:
-    """None when the header signs `body` with `secret` within tolerance; else why not."""
-    if not header:
-        return f"missing {SIGNATURE_HEADER} header"
-    t: int | None = None
-    candidates: list[str] = []
-    for part in header.split(","):
-        key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit() and len(value) <= 12:
-            t = int(value)
-        elif key == "v1" and value:
-            candidates.append(value.strip().lower())
-    if t is None or not candidates:
-        return f"{SIGNATURE_HEADER} must look like t=UNIX_SECONDS,v1=HEX"
-    if abs(now - t) > SIGNATURE_TOLERANCE_S:
-        return f"signature timestamp is more than {SIGNATURE_TOLERANCE_S} s from server time"
-    expected = hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    ok = False
-    for candidate in candidates:  # compare every one: no early exit on a match
-        ok |= hmac.compare_digest(expected.encode(), candidate.encode("ascii", "replace"))
-    return None if ok else "signature does not match"
-
-
-# Provider secrets, cached briefly ----------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class ProviderAuth:
-    provider_id: str
-    active: bool
-    secret: bytes
-
-
-class ProviderCache:
-    """provider id → decrypted webhook secret and status, for `ttl` seconds.
-
-    Saves a database round trip per request; a suspension made elsewhere is
-    seen within `ttl` (and the writer's transaction refuses readings of a
-    non-active provider regardless).
-    """
-
-    def __init__(self, pool: psycopg_pool.ConnectionPool, master: bytes, ttl: float) -> None:
-        self.pool = pool
-        self.master = master
-        self.ttl = ttl
-        self._entries: dict[str, tuple[float, ProviderAuth]] = {}
-        self._lock = threading.Lock()
-
-    def cached(self, provider_id: str) -> ProviderAuth | None:
-        """A fresh cache entry, without touching the database."""
-        with self._lock:
-            hit = self._entries.get(provider_id)
-        return hit[1] if hit and hit[0] > time.monotonic() else None
-
-    def get(self, provider_id: str) -> ProviderAuth | None:
-        """Raises StorageUnavailable when a lookup is needed and the database is down."""
-        now = time.monotonic()
-        hit = self.cached(provider_id)
-        if hit is not None:
-            return hit
-        if not _looks_like_uuid(provider_id):
-            return None
-        with translate_errors(), self.pool.connection() as conn:
-            row = admin.get_provider(conn, provider_id)
-        if row is None:
-            return None
-        auth = ProviderAuth(
-            str(row["provider_id"]),
-            row["status"] == "active",
-            admin.webhook_secret(self.master, row),
-        )
-        with self._lock:
-            if len(self._entries) > 10_000:
-                self._entries.clear()
-            self._entries[provider_id] = (now + self.ttl, auth)
-        return auth
-
-    def invalidate(self, provider_id: str | None = None) -> None:
-        with self._lock:
-            if provider_id is None:
-                self._entries.clear()
-            else:
-                self._entries.pop(provider_id, None)
-
-
-def _looks_like_uuid(value: str) -> bool:
-    if len(value) > 64:
-        return False
-    try:
-        admin.parse_uuid(value, "provider")
-    except admin.InputError:
-        return False
-    return True
 
 
 # Application state -------------------------------------------------------------

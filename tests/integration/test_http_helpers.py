@@ -25,8 +25,9 @@ import pytest
 import uvicorn
 
 from ingest.db import make_pool
-from ingest.http import create_app, sign
+from ingest.http import create_app
 from ingest.settings import Settings
+from ingest.webhook_auth import sign
 from tests.conftest import TEST_SECRET_KEY
 from tests.support import seed
 

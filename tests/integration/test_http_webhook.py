@@ -17,7 +17,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from ingest import logs
-from ingest.http import sign
+from ingest.webhook_auth import sign
 
 # Module-scoped fixtures shared by the HTTP modules: one database and one server
 # per module (tests are isolated by provider).
