@@ -331,7 +331,8 @@ def run_export(
     *,
     actor: str = "flows.export",
     progress: Progress | None = None,
-    block_size: int = 4 << 20,
+    block_size: int = 1 << 20,  # pyarrow reads blocks ahead in parallel: 4 MiB blocks
+    # cost ~200 MB more peak RSS at 5M rows for no speed gain (bench.flows)
     rows_per_file: int = 1_000_000,
 ) -> dict[str, Any]:
     """Write one export and record it; returns export_id, path, rows, subjects, ..."""

