@@ -79,8 +79,15 @@ def audit(
 
 
 def add_provider(
-    conn: psycopg.Connection, master: bytes, name: str, types: Sequence[str], actor: str
+    conn: psycopg.Connection,
+    master: bytes,
+    name: str,
+    types: Sequence[str],
+    actor: str,
+    mqtt_admin_url: str | None = None,
 ) -> dict[str, Any]:
+    """Register a provider; with `mqtt_admin_url`, also create its broker account
+    (publish only to its readings topic, read only its rejections topic)."""
     types = check_types(types)
     if not name.strip():
         raise InputError("invalid_name", "provider name must not be empty")
@@ -101,7 +108,16 @@ def add_provider(
     except psycopg.errors.UniqueViolation:
         raise InputError("duplicate", f"a provider named {name!r} already exists") from None
     audit(conn, actor, "provider.add", provider_id=str(provider_id), types=types)
-    return {"provider_id": str(provider_id), "webhook_secret": secret, "mqtt": None}
+    mqtt = None
+    if mqtt_admin_url:
+        from ingest.broker import create_provider_client
+
+        mqtt = create_provider_client(mqtt_admin_url, str(provider_id))
+        conn.execute(
+            q("set_provider_mqtt"),
+            {"provider_id": provider_id, "mqtt_username": mqtt["username"]},
+        )
+    return {"provider_id": str(provider_id), "webhook_secret": secret, "mqtt": mqtt}
 
 
 def get_provider(conn: psycopg.Connection, provider_id: str | uuid.UUID) -> dict[str, Any] | None:

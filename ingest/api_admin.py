@@ -163,18 +163,16 @@ _PUBLIC_PROVIDER = ("provider_id", "name", "types", "mqtt_username", "status", "
 @router.post("/providers", status_code=201, tags=["providers"], summary="Register a provider")
 def add_provider(body: ProviderIn, request: Request, who: AsAdmin) -> Response:
     rt = runtime(request)
+    admin_url = rt.settings.mqtt_admin_url
     with transaction(rt) as conn:
-        result = admin.add_provider(conn, rt.master, body.name, body.types, who.actor)
-        if rt.settings.mqtt_admin_url:
-            from ingest.broker import create_provider_client
-
-            result["mqtt"] = create_provider_client(
-                rt.settings.mqtt_admin_url.get_secret_value(), result["provider_id"]
-            )
-            conn.execute(
-                q("set_provider_mqtt"),
-                {"provider_id": result["provider_id"], "mqtt_username": result["mqtt"]["username"]},
-            )
+        result = admin.add_provider(
+            conn,
+            rt.master,
+            body.name,
+            body.types,
+            who.actor,
+            mqtt_admin_url=admin_url.get_secret_value() if admin_url else None,
+        )
     return json_response(result, 201)
 
 

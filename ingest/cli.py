@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ingest.admin import InputError
-from ingest.db import StorageError, q
+from ingest.db import StorageError
 from ingest.settings import Settings, SettingsError
 
 Handler = Callable[[argparse.Namespace, Settings], int]
@@ -67,20 +67,18 @@ def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
     master = settings.require_secret_key()
+    admin_url = settings.mqtt_admin_url
+    if admin_url is None:
+        say("VITALS_MQTT_ADMIN_URL not set: no MQTT credentials created")
     with _connect(settings) as conn:
-        result = admin.add_provider(conn, master, args.name, args.types, actor="cli")
-        if settings.mqtt_admin_url:
-            from ingest.broker import create_provider_client
-
-            result["mqtt"] = create_provider_client(
-                settings.mqtt_admin_url.get_secret_value(), result["provider_id"]
-            )
-            conn.execute(
-                q("set_provider_mqtt"),
-                {"provider_id": result["provider_id"], "mqtt_username": result["mqtt"]["username"]},
-            )
-        else:
-            say("VITALS_MQTT_ADMIN_URL not set: no MQTT credentials created")
+        result = admin.add_provider(
+            conn,
+            master,
+            args.name,
+            args.types,
+            actor="cli",
+            mqtt_admin_url=admin_url.get_secret_value() if admin_url else None,
+        )
         conn.commit()
     emit(result)
     return 0

@@ -34,7 +34,7 @@ import psycopg
 from psycopg import sql
 
 from ingest import admin
-from ingest.broker import broker_init, create_provider_client, parse_mqtt_url
+from ingest.broker import broker_init, parse_mqtt_url
 from ingest.demo_report import build_report, print_report
 from ingest.migrate import migrate
 from ingest.settings import Settings
@@ -245,9 +245,8 @@ def _run(settings: Settings, workdir: Path, stack: Stack, started: float) -> dic
     with psycopg.connect(db_url) as conn:
         registered = []
         for name, types, transport in providers:
-            p = admin.add_provider(conn, master, name, types, "demo")
-            if transport == "mqtt" and broker:
-                p["mqtt"] = create_provider_client(broker["mqtt_admin_url"], p["provider_id"])
+            admin_url = broker["mqtt_admin_url"] if transport == "mqtt" and broker else None
+            p = admin.add_provider(conn, master, name, types, "demo", mqtt_admin_url=admin_url)
             registered.append((p, types, transport if broker else "http"))
         for i in range(DEVICES):
             p, types, transport = registered[i % 3]
