@@ -42,7 +42,8 @@ from bench.common import (
     scratch_database,
     seed_registry,
 )
-from ingest.broker import create_provider_client, ingester_client_id, parse_mqtt_url
+from ingest.broker import ingester_client_id, parse_mqtt_url
+from ingest.broker_accounts import create_provider_client
 from ingest.gate import parse_payload
 from schemas.reading import Reading
 from tests.integration.mqtt_helpers import Broker, free_port, make_client, start_broker

@@ -110,7 +110,7 @@ def add_provider(
     audit(conn, actor, "provider.add", provider_id=str(provider_id), types=types)
     mqtt = None
     if mqtt_admin_url:
-        from ingest.broker import create_provider_client
+        from ingest.broker_accounts import create_provider_client
 
         mqtt = create_provider_client(mqtt_admin_url, str(provider_id))
         conn.execute(
@@ -153,12 +153,12 @@ def set_provider_status(
     conn.execute(q("set_provider_status"), {"provider_id": pid, "status": status})
     audit(conn, actor, f"provider.{status}", provider_id=str(pid))
     if mqtt_admin_url and provider["mqtt_username"]:
-        from ingest import broker
+        from ingest import broker_accounts
 
         if status == "active":
-            broker.enable_provider_client(mqtt_admin_url, str(pid))
+            broker_accounts.enable_provider_client(mqtt_admin_url, str(pid))
         else:
-            broker.disable_provider_client(mqtt_admin_url, str(pid))
+            broker_accounts.disable_provider_client(mqtt_admin_url, str(pid))
     return {"provider_id": str(pid), "status": status}
 
 

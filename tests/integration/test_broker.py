@@ -15,13 +15,15 @@ from ingest.broker import (
     BrokerConfigExists,
     BrokerError,
     broker_init,
+    ingester_client_id,
+    parse_mqtt_url,
+)
+from ingest.broker_accounts import (
     create_provider_client,
     delete_provider_client,
     disable_provider_client,
     dynsec_commands,
     enable_provider_client,
-    ingester_client_id,
-    parse_mqtt_url,
 )
 
 SHARED_READINGS = "$share/vitals/vitals/v1/+/readings"

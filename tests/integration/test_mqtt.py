@@ -25,7 +25,8 @@ import pytest
 from mqtt_helpers import Broker, Collector, connect_reason, free_port, publish_qos1, start_broker
 from prometheus_client.parser import text_string_to_metric_families
 
-from ingest.broker import create_provider_client, ingester_client_id
+from ingest.broker import ingester_client_id
+from ingest.broker_accounts import create_provider_client
 from tests.support import seed
 
 ROOT = Path(__file__).resolve().parents[2]

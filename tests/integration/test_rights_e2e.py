@@ -24,7 +24,7 @@ from flows import rights
 from flows.export import MANIFEST, export_salt, pseudonym, run_export
 from flows.groups import derive_groups
 from ingest import admin
-from ingest.broker import create_provider_client
+from ingest.broker_accounts import create_provider_client
 from tests.integration.test_http_helpers import running_app
 from tests.support import seed
 
