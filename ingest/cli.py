@@ -365,7 +365,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p = subject.add_parser("add", help="add a subject")
     p.add_argument("--residency", required=True, choices=["FI", "EU"])
-    p.add_argument("--link", action="append", metavar="PROVIDER_ID:USER_REF")
+    p.add_argument("--link", action="extend", nargs="+", metavar="PROVIDER_ID:USER_REF")
     p.set_defaults(func=cmd_subject_add)
     p = subject.add_parser("export", help="machine-readable extract of a subject's data")
     p.add_argument("subject_id")

@@ -88,3 +88,57 @@ def test_missing_database_url_is_a_usage_error() -> None:
     r = vitals("db", "migrate", env=env)
     assert r.returncode == 2
     assert "VITALS_DATABASE_URL" in r.stderr
+
+
+def test_cli_registry_commands_and_exit_codes(cli_env: dict[str, str]) -> None:
+    """The contract's registry commands, with --link given both ways."""
+    import json
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return vitals(*args, env=cli_env)
+
+    p1 = json.loads(run("provider", "add", "p-one", "--types", "heart-rate").stdout)
+    p2 = json.loads(run("provider", "add", "p-two", "--types", "heart-rate").stdout)
+    assert set(p1) == {"provider_id", "webhook_secret", "mqtt"} and p1["mqtt"] is None
+    both = run(
+        "subject",
+        "add",
+        "--residency",
+        "FI",
+        "--link",
+        f"{p1['provider_id']}:a",
+        f"{p2['provider_id']}:b",
+    )
+    assert both.returncode == 0, both.stderr
+    repeated = run(
+        "subject",
+        "add",
+        "--residency",
+        "EU",
+        "--link",
+        f"{p1['provider_id']}:c",
+        "--link",
+        f"{p2['provider_id']}:d",
+    )
+    sid = json.loads(repeated.stdout)["subject_id"]
+    grant = run(
+        "consent",
+        "grant",
+        sid,
+        "--purpose",
+        "collection",
+        "--provider",
+        p1["provider_id"],
+        "--types",
+        "heart-rate",
+        "--from",
+        "2026-01-01T00:00Z",
+    )
+    cid = json.loads(grant.stdout)["consent_id"]
+    assert run("consent", "withdraw", cid).returncode == 0
+    assert (
+        run("subject", "add", "--residency", "EU", "--link", f"{p1['provider_id']}:a").returncode
+        == 1
+    )  # that user ref is linked already: a refused input
+    assert run("consent", "grant", sid, "--purpose", "marketing").returncode == 2  # usage
+    assert run("provider", "add", "p-three", "--types", "heart-rate,teleportation").returncode == 1
