@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import shutil
 import subprocess
 import sys
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import psycopg
 
-from bench.common import SECRET_KEY, scratch_database
+from bench.common import SECRET_KEY, peak_rss_mb, scratch_database
 from ingest import admin
 
 SEED_SUBJECTS = """
@@ -63,10 +62,6 @@ FROM base b CROSS JOIN LATERAL (VALUES
         88 + b.n %% 11 + random(), '%%')
 ) AS v(k, off, type, component, value, unit)
 """
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def seed(url: str, subjects: int, days: int) -> int:

@@ -110,10 +110,6 @@ def pseudonym(salt: bytes, subject_id: uuid.UUID | str) -> str:
     return hmac.new(salt, message, hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
 
 
-# The name subject erasure (flows/rights.py) queues purges with.
-pseudonym_for_export = pseudonym
-
-
 def export_salt(conn: psycopg.Connection, master: bytes, export_id: str) -> bytes:
     """The per-export salt, decrypted (for the purge to find a subject's rows)."""
     row = conn.execute(q("export_salt"), {"export_id": export_id}).fetchone()

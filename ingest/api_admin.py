@@ -163,7 +163,6 @@ _PUBLIC_PROVIDER = ("provider_id", "name", "types", "mqtt_username", "status", "
 @router.post("/providers", status_code=201, tags=["providers"], summary="Register a provider")
 def add_provider(body: ProviderIn, request: Request, who: AsAdmin) -> Response:
     rt = runtime(request)
-    admin_url = rt.settings.mqtt_admin_url
     with transaction(rt) as conn:
         result = admin.add_provider(
             conn,
@@ -171,7 +170,7 @@ def add_provider(body: ProviderIn, request: Request, who: AsAdmin) -> Response:
             body.name,
             body.types,
             who.actor,
-            mqtt_admin_url=admin_url.get_secret_value() if admin_url else None,
+            mqtt_admin_url=rt.settings.mqtt_admin(),
         )
     return json_response(result, 201)
 
@@ -204,13 +203,12 @@ def set_provider_status(
 ) -> Response:
     rt = runtime(request)
     with transaction(rt) as conn:
-        admin_url = rt.settings.mqtt_admin_url
         result = admin.set_provider_status(
             conn,
             provider_id,
             body.status,
             who.actor,
-            mqtt_admin_url=admin_url.get_secret_value() if admin_url else None,
+            mqtt_admin_url=rt.settings.mqtt_admin(),
         )
     if rt.providers is not None:
         rt.providers.invalidate(provider_id)

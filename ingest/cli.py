@@ -67,8 +67,7 @@ def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
     master = settings.require_secret_key()
-    admin_url = settings.mqtt_admin_url
-    if admin_url is None:
+    if settings.mqtt_admin_url is None:
         say("VITALS_MQTT_ADMIN_URL not set: no MQTT credentials created")
     with _connect(settings) as conn:
         result = admin.add_provider(
@@ -77,7 +76,7 @@ def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
             args.name,
             args.types,
             actor="cli",
-            mqtt_admin_url=admin_url.get_secret_value() if admin_url else None,
+            mqtt_admin_url=settings.mqtt_admin(),
         )
         conn.commit()
     emit(result)
@@ -87,14 +86,13 @@ def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_provider_status(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
-    admin_url = settings.mqtt_admin_url
     with _connect(settings) as conn:
         result = admin.set_provider_status(
             conn,
             args.provider_id,
             args.status,
             actor="cli",
-            mqtt_admin_url=admin_url.get_secret_value() if admin_url else None,
+            mqtt_admin_url=settings.mqtt_admin(),
         )
         conn.commit()
     emit(result)

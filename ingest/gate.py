@@ -7,11 +7,10 @@ consent decision that counts happens inside the writer's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Literal
 
-from ingest.writer import Outcome, Parsed, Writer
+from ingest.writer import Parsed
 from schemas.fhir import parse_fhir
 from schemas.omh import parse_data_point
 
@@ -50,10 +49,3 @@ def parse_payload(
             raise ShapeError(f"at most {max_items} observations per request")
         return parsed
     return [parse_data_point(item, now=now) for item in items_of(payload, max_items=max_items)]
-
-
-def submit(
-    writer: Writer, provider_id: str, parsed: Sequence[Parsed], transport: str
-) -> list[Outcome]:
-    """Write one provider's parsed readings as one batch."""
-    return writer.write([(provider_id, p) for p in parsed], transport)

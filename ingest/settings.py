@@ -85,6 +85,10 @@ class Settings(BaseSettings):
                 raise SettingsError("VITALS_SECRET_KEY has too little variety to be random")
         return key.encode()
 
+    def mqtt_admin(self) -> str | None:
+        """The broker admin URL, when provider accounts are to be managed."""
+        return self.mqtt_admin_url.get_secret_value() if self.mqtt_admin_url else None
+
     def require_mqtt_url(self) -> str:
         if not self.mqtt_url:
             raise SettingsError("VITALS_MQTT_URL is required (mqtt://user:pass@host:port)")

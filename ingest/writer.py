@@ -77,12 +77,6 @@ class Outcome:
         return {"id": self.id, "status": self.status, "reason": self.reason, "detail": self.detail}
 
 
-@dataclass(frozen=True, slots=True)
-class BatchStats:
-    readings: int
-    seconds: float
-
-
 def _storable(r: Reading) -> Refusal | None:
     """What COPY cannot carry (NUL bytes) or we will not index (absurd ids)."""
     for field in (r.id, r.user_ref):
@@ -106,7 +100,6 @@ class Writer:
 
     def __init__(self, pool: psycopg_pool.ConnectionPool) -> None:
         self.pool = pool
-        self.last: BatchStats | None = None
 
     def write(self, items: Sequence[tuple[str, Parsed]], transport: str) -> list[Outcome]:
         """Store a batch of (provider_id, parsed) in one transaction.
@@ -131,7 +124,6 @@ class Writer:
             metrics.STORAGE_ERRORS.labels(transport, kind).inc()
             raise
         elapsed = time.perf_counter() - started
-        self.last = BatchStats(len(items), elapsed)
         metrics.record_batch(transport, elapsed, ((o.status, o.reason) for o in result))
         return result
 
