@@ -157,6 +157,7 @@ class Ingester:
         self._busy = threading.Event()  # the committer is writing or acknowledging
         self.failed = threading.Event()  # a worker died of a bug
         self.connected = threading.Event()
+        self._gone = threading.Event()  # set once our own DISCONNECT has gone out
         self._pending_publishes: list[mqtt.MQTTMessageInfo] = []
 
         self.client = mqtt.Client(
@@ -218,7 +219,9 @@ class Ingester:
             self._generation += 1  # what we hold now will be redelivered: never ack it
         CONNECTED.set(0)
         self.connected.clear()
-        if not self._closing.is_set():
+        if self._closing.is_set():
+            self._gone.set()
+        else:
             log.warning(
                 "disconnected from the broker; reconnecting",
                 extra={"event": "disconnected", "error": str(rc)},
@@ -464,7 +467,11 @@ class Ingester:
                     info.wait_for_publish(left)
                 except (RuntimeError, ValueError):
                     break
-        self.client.disconnect()
+        # The network thread sends the queued PUBACKs, then the DISCONNECT; stopping
+        # it before that closed the socket with acknowledgements still queued, and
+        # the broker redelivered committed messages.
+        if self.client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
+            self._gone.wait(5.0)
         self.client.loop_stop()
         CONNECTED.set(0)
         return drained
