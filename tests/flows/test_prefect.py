@@ -23,9 +23,10 @@ from tests.flows.helpers import Registry, Subject
 VITALS = Path(sys.executable).with_name("vitals")
 
 
-@pytest.fixture(scope="session")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """One temporary Prefect server (SQLite in a temp dir) for the session."""
+@pytest.fixture(scope="module")
+def prefect_server() -> Iterator[None]:
+    """One temporary Prefect server (SQLite in a temp dir) for this module; its
+    process ends with the module."""
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):

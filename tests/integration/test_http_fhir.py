@@ -20,8 +20,9 @@ from tests.integration.test_http_helpers import (  # noqa: F401, E402
     shared_url,
 )
 from tests.support import seed
+from tests.support.shared_data import shared_path
 
-FHIR_DIR = Path(__file__).resolve().parent.parent / "data" / "fhir"
+FHIR_DIR = shared_path("fhir")
 FILES = sorted(FHIR_DIR.glob("*.json"))
 FHIR = "application/fhir+json"
 

@@ -12,8 +12,13 @@ from mqtt_helpers import connect_reason, start_broker
 
 
 def vitals(env: dict[str, str], *args: str) -> dict:
-    r = subprocess.run([sys.executable, "-m", "ingest.cli", *args], env=env,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 

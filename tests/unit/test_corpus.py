@@ -1,4 +1,4 @@
-"""The Open mHealth corpus (tests/data/omh, from openmhealth/schemas): every
+"""The Open mHealth corpus (../shared/omh/test-data/omh, from openmhealth/schemas): every
 shouldPass body of the nine v1 types is a valid reading of the version its
 folder names, every shouldFail body is refused. Nothing is skipped."""
 
@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 from schemas import TYPES, Reading, Refusal, parse_data_point
+from tests.support.shared_data import shared_path
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "omh"
+DATA = shared_path("omh/test-data/omh")
 NOW = datetime(2030, 1, 1, tzinfo=UTC)  # the corpus dates run to 2023
 FILES = sorted(p for t in TYPES for p in (DATA / t).glob("*/should*/*.json"))
 

@@ -1,4 +1,4 @@
-"""parse_fhir on the five HL7 examples partners send (tests/data/fhir), a
+"""parse_fhir on the five HL7 examples partners send (../shared/fhir), a
 Bundle of them, and malformed resources."""
 
 from __future__ import annotations
@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,8 +19,9 @@ from schemas import (
     Refusal,
     parse_fhir,
 )
+from tests.support.shared_data import shared_path
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "fhir"
+DATA = shared_path("fhir")
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 
 
