@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
+from ingest.broker_store import StoreFormatError, clear_retained
+
 ADMIN_USERNAME = "admin"
 INGESTER_USERNAME = "vitals-ingester"
 SHARE_GROUP = "vitals"
@@ -28,6 +30,8 @@ RESPONSE_TOPIC = "$CONTROL/dynamic-security/v1/response"
 CONFIG_NAME = "mosquitto.conf"
 DYNSEC_NAME = "dynamic-security.json"
 DATA_DIR_NAME = "data"
+PERSISTENCE_FILE = "mosquitto.db"
+PROVIDER_PREFIX = "provider-"
 
 # Mosquitto 2.0 dynsec: PBKDF2-HMAC-SHA512, 12-byte salt, 64-byte hash.
 _SALT_BYTES = 12
@@ -190,15 +194,21 @@ listener {port} {host}
 plugin {plugin}
 plugin_opt_config_file {directory / DYNSEC_NAME}
 
+# No retained messages: a device's reading must never wait in the broker for
+# whoever subscribes next (outside consent and erasure). MQTT 5 clients that
+# publish with the retain flag are disconnected with reason 0x9A.
+retain_available false
+
 # Queued QoS 1 messages of persistent sessions survive restarts.
 persistence true
 persistence_location {directory / DATA_DIR_NAME}/
-persistence_file mosquitto.db
+persistence_file {PERSISTENCE_FILE}
 autosave_interval 10
 autosave_on_changes false
 # Sessions that never set an expiry (MQTT 3.1.1 clean_session=false) end after
-# 30 days offline; MQTT 5 clients choose their own session expiry.
-persistent_client_expiration 30d
+# one hour offline, with what is queued for them; MQTT 5 clients choose their
+# own session expiry (the ingester asks for minutes: `vitals mqtt --session-expiry`).
+persistent_client_expiration 1h
 
 # Never drop a queued QoS 1 message because of a queue limit (0 = unlimited).
 max_queued_messages 0
@@ -207,9 +217,10 @@ max_queued_bytes 0
 max_inflight_messages 100
 max_inflight_bytes 0
 queue_qos0_messages false
-# Large enough for a 5 MiB batch: the ingester refuses oversized payloads
-# itself (and reports them on the rejections topic), so they must reach it.
-max_packet_size 8388608
+# Messages larger than 256 KiB are refused (the whole PUBLISH packet: topic,
+# properties and payload). MQTT 5 clients learn the limit from the CONNACK;
+# a client that sends a larger packet is disconnected (0x95).
+max_packet_size 262144
 
 log_dest stderr
 log_type error
@@ -232,27 +243,63 @@ def _write_file(path: Path, text: str, mode: int) -> None:
     os.replace(tmp, path)
 
 
+def _bind_provider_client_ids(document: dict[str, Any]) -> int:
+    """Bind every provider account that has no client id to its username (see
+    ingest.broker_accounts); returns how many were bound."""
+    bound = 0
+    for client in document.get("clients", []):
+        username = client.get("username", "")
+        if username.startswith(PROVIDER_PREFIX) and not client.get("clientid"):
+            client["clientid"] = username
+            bound += 1
+    return bound
+
+
+def _set_password(document: dict[str, Any], username: str, password: str | None) -> None:
+    if password is None:
+        return
+    for client in document.get("clients", []):
+        if client.get("username") == username:
+            client.update(_hash_password(password))
+            return
+    raise BrokerError(f"{DYNSEC_NAME} has no account {username!r}")
+
+
 def broker_init(
     directory: Path,
     port: int = 1883,
     host: str = "127.0.0.1",
     *,
     force: bool = False,
+    reapply: bool = False,
     user: str | None = None,
     plugin: Path | None = None,
     admin_password: str | None = None,
     ingester_password: str | None = None,
-) -> dict[str, str]:
+) -> dict[str, Any]:
     """Write a dynamic-security Mosquitto config with an admin and an ingester account.
 
-    Returns `{"config", "mqtt_url", "mqtt_admin_url"}`. Refuses (BrokerConfigExists)
-    when DIR already holds a config or dynamic-security file, unless `force`
-    (which issues new passwords; restart the broker afterwards).
+    Returns `{"config", "mqtt_url", "mqtt_admin_url", "retained_cleared"}`.
+    Refuses (BrokerConfigExists) when DIR already holds a config or
+    dynamic-security file, unless `force` (which issues new passwords and drops
+    every provider account; restart the broker afterwards) or `reapply`.
+
+    `reapply` brings an existing directory up to this version's settings while
+    the broker is stopped: it rewrites the config, keeps the accounts (binding
+    provider accounts made before client ids were bound to their username;
+    the admin and ingester passwords change only when given) and returns
+    `{"config", "retained_cleared", "clients_bound"}` plus the URLs when both
+    passwords are given.
+
+    Either way, retained messages left in the broker's persistence store by an
+    older configuration are removed (the queued messages of sessions stay).
     `user` is the OS account a root-started broker drops to; it defaults to the
     account running this function, which owns the files written here.
     """
     if not 0 < port < 65536:
         raise ValueError(f"port out of range: {port}")
+    if force and reapply:
+        raise ValueError("--force and --reapply exclude each other")
     directory = Path(directory).absolute()
     for value in (str(directory), host):
         if any(c in value for c in "\r\n\0") or value != value.strip():
@@ -261,10 +308,13 @@ def broker_init(
     dynsec = directory / DYNSEC_NAME
     data = directory / DATA_DIR_NAME
     existing = [str(p) for p in (config, dynsec) if p.exists()]
-    if existing and not force:
+    if reapply and not dynsec.exists():
+        raise BrokerError(f"nothing to reapply: {dynsec} does not exist; run init without it")
+    if existing and not (force or reapply):
         raise BrokerConfigExists(
             f"refusing to overwrite {', '.join(existing)}: a broker may be using them; "
-            "choose another directory or pass --force (issues new passwords)"
+            "choose another directory, pass --reapply (keeps the accounts) or --force "
+            "(issues new passwords, drops provider accounts)"
         )
     plugin = Path(plugin) if plugin else find_dynsec_plugin()
     me = pwd.getpwuid(os.geteuid()).pw_name
@@ -273,27 +323,43 @@ def broker_init(
         account = pwd.getpwnam(run_as)
     except KeyError:
         raise BrokerError(f"no such OS user {run_as!r} for the broker to run as") from None
-
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    data.mkdir(mode=0o700, exist_ok=True)
     for given in (admin_password, ingester_password):
         if given is not None and len(given) < 16:
             raise ValueError("broker passwords must be at least 16 characters")
-    admin_password = admin_password or secrets.token_urlsafe(32)
-    ingester_password = ingester_password or secrets.token_urlsafe(32)
-    document = _dynsec_document(admin_password, ingester_password)
+
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    data.mkdir(mode=0o700, exist_ok=True)
+    result: dict[str, Any] = {"config": str(config)}
+    if reapply:
+        try:
+            document = json.loads(dynsec.read_text(encoding="utf-8"))
+        except ValueError as e:
+            raise BrokerError(f"{dynsec} is not valid JSON: {e}") from None
+        _set_password(document, ADMIN_USERNAME, admin_password)
+        _set_password(document, INGESTER_USERNAME, ingester_password)
+        result["clients_bound"] = _bind_provider_client_ids(document)
+        if admin_password is not None and ingester_password is not None:
+            result["mqtt_url"] = _mqtt_url(INGESTER_USERNAME, ingester_password, host, port)
+            result["mqtt_admin_url"] = _mqtt_url(ADMIN_USERNAME, admin_password, host, port)
+    else:
+        admin_password = admin_password or secrets.token_urlsafe(32)
+        ingester_password = ingester_password or secrets.token_urlsafe(32)
+        document = _dynsec_document(admin_password, ingester_password)
+        result["mqtt_url"] = _mqtt_url(INGESTER_USERNAME, ingester_password, host, port)
+        result["mqtt_admin_url"] = _mqtt_url(ADMIN_USERNAME, admin_password, host, port)
+    try:
+        result["retained_cleared"] = clear_retained(data / PERSISTENCE_FILE)
+    except StoreFormatError as e:
+        raise BrokerError(
+            f"cannot remove retained messages from {data / PERSISTENCE_FILE}: {e}"
+        ) from None
     _write_file(dynsec, json.dumps(document, indent=2) + "\n", 0o600)
     _write_file(config, _config_text(directory, host, port, run_as, plugin), 0o644)
     if run_as != me and os.geteuid() == 0:
         # The broker rewrites the dynsec file (next to it) and owns its store.
         for path in (directory, data, dynsec, config):
             os.chown(path, account.pw_uid, account.pw_gid)
-
-    return {
-        "config": str(config),
-        "mqtt_url": _mqtt_url(INGESTER_USERNAME, ingester_password, host, port),
-        "mqtt_admin_url": _mqtt_url(ADMIN_USERNAME, admin_password, host, port),
-    }
+    return result
 
 
 def ingester_client_id(mqtt_url: str, instance: str = "0") -> str:

@@ -1,6 +1,16 @@
 """Provider accounts on the broker, managed at run time over the dynamic-security
 control topic (`$CONTROL/dynamic-security/v1`) with paho-mqtt: each provider
-may publish only to its readings topic and read only its rejections topic."""
+may publish only to its readings topic and read only its rejections topic.
+
+Each provider account is bound to one MQTT client id, its username
+(`provider-<provider_id>`, printed as `mqtt.client_id`): the broker refuses
+that account's login with any other client id. Mosquitto disconnects a live
+client when another logs in with the same client id, and (2.0) checks no
+ownership of client ids; since every provider account can log in only with
+its own id, no provider can take over another's connection or session.
+(Mosquitto 2.0's dynamic security has no prefix rule, so a provider has one
+connection at a time: publish readings and read rejections on the same one.)
+"""
 
 from __future__ import annotations
 
@@ -19,6 +29,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from ingest.broker import (
     CONTROL_TOPIC,
     DEFAULT_TIMEOUT,
+    PROVIDER_PREFIX,
     RESPONSE_TOPIC,
     BrokerError,
     acl,
@@ -126,7 +137,12 @@ def _check_provider_id(provider_id: str) -> str:
 
 
 def provider_username(provider_id: str) -> str:
-    return f"provider-{_check_provider_id(provider_id)}"
+    return f"{PROVIDER_PREFIX}{_check_provider_id(provider_id)}"
+
+
+def provider_client_id(provider_id: str) -> str:
+    """The only MQTT client id the provider's account may connect with."""
+    return provider_username(provider_id)
 
 
 def provider_topics(provider_id: str) -> tuple[str, str]:
@@ -140,9 +156,11 @@ def create_provider_client(
 ) -> dict[str, str]:
     """Create the MQTT account of a provider: publish to its readings, read its rejections.
 
-    Returns `{"username", "password", "topic"}`.
+    Returns `{"username", "password", "topic", "client_id"}`; the account can
+    connect only with that client id.
     """
     username = provider_username(provider_id)
+    client_id = provider_client_id(provider_id)
     readings, rejections = provider_topics(provider_id)
     password = secrets.token_urlsafe(24)
     dynsec_commands(
@@ -172,6 +190,7 @@ def create_provider_client(
                     "command": "createClient",
                     "username": username,
                     "password": password,
+                    "clientid": client_id,
                     "textname": f"vitals provider {provider_id}",
                     "roles": [{"rolename": username}],
                 }
@@ -183,7 +202,7 @@ def create_provider_client(
         with contextlib.suppress(BrokerError):
             dynsec_commands(admin_url, [{"command": "deleteRole", "rolename": username}], timeout)
         raise
-    return {"username": username, "password": password, "topic": readings}
+    return {"username": username, "password": password, "topic": readings, "client_id": client_id}
 
 
 def disable_provider_client(

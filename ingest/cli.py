@@ -264,6 +264,7 @@ def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
             port=args.port,
             host=args.host,
             force=args.force,
+            reapply=args.reapply,
             user=args.user,
             plugin=Path(args.plugin) if args.plugin else None,
             **passwords,
@@ -323,7 +324,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir")
     p.add_argument("--port", type=int, default=1883)
     p.add_argument("--host", default="127.0.0.1", help="listener address")
-    p.add_argument("--force", action="store_true", help="overwrite (issues new passwords)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="overwrite (issues new passwords, drops provider accounts)",
+    )
+    p.add_argument(
+        "--reapply",
+        action="store_true",
+        help="with the broker stopped: rewrite the config of an existing DIR, keep its "
+        "accounts, bind old provider accounts to their client id, clear retained messages",
+    )
     p.add_argument("--user", help="OS account a root-started broker runs as")
     p.add_argument("--plugin", help="path of mosquitto_dynamic_security.so")
     p.add_argument(

@@ -22,7 +22,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -134,12 +133,12 @@ def database(settings: Settings, stack: Stack) -> str:
 class Publisher:
     """One provider's gateway: QoS1 publishes of arrays, waiting for every PUBACK."""
 
-    def __init__(self, url: str, topic: str) -> None:
+    def __init__(self, url: str, topic: str, client_id: str) -> None:
         host, port, user, password = parse_mqtt_url(url)
         self.topic = topic
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2,
-            client_id=f"demo-{uuid.uuid4().hex[:8]}",
+            client_id=client_id,  # the broker binds the provider's account to it
             protocol=mqtt.MQTTv5,
         )
         self.client.username_pw_set(user, password)
@@ -323,6 +322,7 @@ def _run(settings: Settings, workdir: Path, stack: Stack, started: float) -> dic
                     f"mqtt://{p['mqtt']['username']}:{p['mqtt']['password']}@127.0.0.1:"
                     f"{parse_mqtt_url(broker['mqtt_url'])[1]}",
                     p["mqtt"]["topic"],
+                    p["mqtt"]["client_id"],
                 )
                 for i in range(0, len(chunks), 4):
                     pub.send([orjson.dumps(c) for c in chunks[i : i + 4]])

@@ -167,8 +167,14 @@ def make_client(
     clean_start: bool = True,
     session_expiry: int = 0,
 ) -> tuple[mqtt.Client, dict[str, Any]]:
-    """An MQTT v5 paho client (VERSION2 callbacks) and its connect arguments."""
+    """An MQTT v5 paho client (VERSION2 callbacks) and its connect arguments.
+
+    A provider account may connect only with its bound client id (its
+    username), which is the default here; any other `client_id` is refused.
+    """
     host, port, username, password = parse_mqtt_url(url)
+    if not client_id and username and username.startswith("provider-"):
+        client_id = username
     client = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -236,6 +242,7 @@ class Collector:
             url, client_id, clean_start=clean_start, session_expiry=session_expiry
         )
         self.messages: list[mqtt.MQTTMessage] = []
+        self.acks: dict[int, ReasonCode] = {}
         self.granted: list[ReasonCode] = []
         self.connack: ReasonCode | None = None
         self.session_present = False
@@ -246,6 +253,7 @@ class Collector:
         self.client.on_subscribe = self._on_subscribe
         self.client.on_message = self._on_message
         self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
 
     def _on_connect(self, client: Any, _u: Any, flags: Any, rc: ReasonCode, _p: Any) -> None:
         self.connack = rc
@@ -263,6 +271,26 @@ class Collector:
         with self._cond:
             self.messages.append(msg)
             self._cond.notify_all()
+
+    def _on_publish(self, _c: Any, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
+        with self._cond:
+            self.acks[mid] = rc
+            self._cond.notify_all()
+
+    def publish(
+        self, topic: str, payloads: Iterable[bytes | str], timeout: float = 30.0
+    ) -> list[ReasonCode]:
+        """Publish QoS 1 on this same connection (as a provider's one connection
+        does: readings out, rejections in); each PUBACK's reason code, in order."""
+        mids = [self.client.publish(topic, payload, qos=1).mid for payload in payloads]
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not all(mid in self.acks for mid in mids):
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"{len(self.acks)} of {len(mids)} PUBACKs")
+                self._cond.wait(left)
+            return [self.acks[mid] for mid in mids]
 
     def _on_disconnect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         if self.connack is None:

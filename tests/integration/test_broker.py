@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import json
 import stat
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from mqtt_helpers import Broker, Collector, connect_reason, publish_qos1, start_broker
+from mqtt_helpers import (
+    Broker,
+    Collector,
+    connect_reason,
+    make_client,
+    publish_qos1,
+    start_broker,
+)
+from paho.mqtt.reasoncodes import ReasonCode
 
 from ingest.broker import (
     BrokerConfigExists,
@@ -63,6 +73,9 @@ def test_init_writes_config_and_broker_accepts_both_accounts(broker: Broker) -> 
         f"persistence_location {directory / 'data'}/",
         "max_queued_messages 0",
         "max_queued_bytes 0",
+        "retain_available false",  # contract v2: retained messages are refused
+        "max_packet_size 262144",  # contract v2: messages over 256 KiB are refused
+        "persistent_client_expiration 1h",
     ):
         assert line in conf.splitlines()
     assert any(
@@ -166,17 +179,36 @@ def test_admin_and_ingester_are_confined_to_their_topics(broker: Broker) -> None
     assert forged.is_failure
 
 
-def test_a_provider_taking_over_the_ingesters_session_reads_nothing(own_broker: Broker) -> None:
+def test_a_provider_cannot_log_in_under_the_ingesters_session(own_broker: Broker) -> None:
     broker = own_broker  # persistent shared-subscription sessions stay in the group
     _, url, creds = new_provider(broker)
     session = {"client_id": f"ingester-{uuid.uuid4().hex}", "session_expiry": 3600}
     Collector(broker.ingester_url, SHARED_READINGS, clean_start=False, **session).start().stop()
     publish_qos1(url, creds["topic"], [b"health data"])
-    with Collector(url, clean_start=False, **session) as thief:
-        assert thief.quiet(1.0) == []
+    # Provider accounts are bound to their own client id: any other is refused.
+    with pytest.raises(ConnectionRefusedError):
+        Collector(url, clean_start=False, **session).start()
     # The real ingester id is derived from its password, so providers cannot guess it.
     assert ingester_client_id(broker.ingester_url) != ingester_client_id(broker.admin_url)
     assert ingester_client_id(broker.ingester_url) == ingester_client_id(broker.ingester_url)
+
+
+def test_a_provider_cannot_take_over_another_providers_client_id(broker: Broker) -> None:
+    id_a, url_a, creds_a = new_provider(broker)
+    _, url_b, creds_b = new_provider(broker)
+    a_client_id = f"provider-{id_a}"  # what A's device connects with
+    rejections = f"vitals/v1/{id_a}/rejections"
+    with Collector(url_a, rejections, client_id=a_client_id) as device_a:
+        refused = connect_reason(url_b, a_client_id)
+        assert refused.is_failure, refused
+        assert not device_a.disconnected.wait(1.0), "B's login with A's client id dropped A"
+        # A's connection still works.
+        publish_qos1(broker.ingester_url, rejections, [b'{"id": "r", "reason": "x"}'])
+        device_a.wait_for(1)
+    # Each account logs in only with its own client id (an empty one too is refused).
+    assert connect_reason(url_b, "some-other-id").is_failure
+    assert not connect_reason(url_b, creds_b["client_id"]).is_failure
+    assert creds_a["client_id"] == a_client_id != creds_b["client_id"]
 
 
 # ------------------------------------------------------------ provider lifecycle
@@ -223,13 +255,118 @@ def test_provider_management_errors_are_clear(broker: Broker) -> None:
 # ---------------------------------------------------------------- no data loss
 
 
-def test_payload_larger_than_ingester_limit_still_reaches_the_ingester(broker: Broker) -> None:
+def publish_raw(
+    url: str, topic: str, payload: bytes, *, retain: bool = False, timeout: float = 5.0
+) -> tuple[ReasonCode | None, ReasonCode | None]:
+    """Publish QoS 1 as a provider's device; (PUBACK reason, DISCONNECT reason), None if absent."""
+    client, kwargs = make_client(url)
+    connected, done = threading.Event(), threading.Event()
+    state: dict[str, ReasonCode | None] = {"puback": None, "disconnect": None}
+
+    def on_publish(_c: Any, _u: Any, _m: int, rc: ReasonCode, _p: Any) -> None:
+        state["puback"] = rc
+        done.set()
+
+    def on_disconnect(_c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
+        state["disconnect"] = rc
+        done.set()
+
+    client.on_connect = lambda *_a: connected.set()
+    client.on_publish = on_publish
+    client.on_disconnect = on_disconnect
+    client.connect(**kwargs)
+    client.loop_start()
+    try:
+        assert connected.wait(5.0), "no CONNACK"
+        client.publish(topic, payload, qos=1, retain=retain)
+        done.wait(timeout)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return state["puback"], state["disconnect"]
+
+
+def test_messages_larger_than_256_kib_are_refused_by_the_broker(broker: Broker) -> None:
     _, url, creds = new_provider(broker)
-    big = b"x" * (5 * 1024 * 1024)
+    big, fits = b"x" * (256 * 1024 + 1), b"y" * (200 * 1024)
     with Collector(broker.ingester_url, SHARED_READINGS) as inbox:
-        assert not publish_qos1(url, creds["topic"], [big])[0].is_failure
-        [msg] = inbox.wait_for(1, timeout=20)
-    assert len(msg.payload) == len(big)
+        puback, disconnect = publish_raw(url, creds["topic"], big)
+        assert puback is None or puback.is_failure, puback
+        assert disconnect is not None and disconnect.is_failure, disconnect
+        assert not publish_qos1(url, creds["topic"], [fits])[0].is_failure
+        inbox.wait_for(1)
+        received = inbox.quiet(0.5)
+    assert [len(m.payload) for m in received] == [len(fits)]
+
+
+def test_a_retained_publish_is_refused_and_kept_nowhere(own_broker: Broker) -> None:
+    broker = own_broker
+    _, url, creds = new_provider(broker)
+    secret = f"retained-health-data-{uuid.uuid4().hex}".encode()
+    puback, disconnect = publish_raw(url, creds["topic"], secret, retain=True)
+    # MQTT 5: "Retain not supported" (0x9A), the connection is closed.
+    assert disconnect is not None and disconnect.value == 0x9A, (puback, disconnect)
+    assert puback is None or puback.is_failure
+    with Collector(broker.ingester_url, "vitals/v1/+/readings") as late:
+        assert late.quiet(1.0) == []
+    broker.stop()  # SIGTERM: the broker writes its persistence store
+    store = broker.directory / "data" / "mosquitto.db"
+    assert store.exists()
+    assert secret not in store.read_bytes()
+
+
+def test_reapplying_the_config_clears_retained_messages_and_keeps_the_rest(
+    own_broker: Broker,
+) -> None:
+    broker = own_broker
+    # A broker set up by an older version: retained messages allowed.
+    config = broker.config.read_text()
+    broker.stop()
+    broker.config.write_text(config.replace("retain_available false", "retain_available true"))
+    broker.start()
+    _, url_a, creds_a = new_provider(broker)
+    # An account made before provider accounts were bound to a client id.
+    old = f"provider-{uuid.uuid4().hex[:12]}"
+    dynsec_commands(
+        broker.admin_url,
+        [{"command": "createClient", "username": old, "password": "p" * 20, "roles": []}],
+    )
+    assert not connect_reason(broker.url(old, "p" * 20), "anything").is_failure
+    retained = f"retained-{uuid.uuid4().hex}".encode()
+    queued = f"queued-{uuid.uuid4().hex}".encode()
+    assert publish_raw(url_a, creds_a["topic"], retained, retain=True)[0] is not None
+    with Collector(broker.ingester_url, "vitals/v1/+/readings") as late:
+        assert [m.payload for m in late.wait_for(1)] == [retained]  # the old hazard
+    # A session queueing B's readings (a shared subscription is sent retained
+    # messages too in Mosquitto 2.0.11: its queue would hold A's retained one).
+    _, url_b, creds_b = new_provider(broker)
+    session = {"client_id": f"ingester-{uuid.uuid4().hex}", "session_expiry": 3600}
+    shared_b = f"$share/vitals/{creds_b['topic']}"
+    Collector(broker.ingester_url, shared_b, clean_start=False, **session).start().stop()
+    assert not publish_qos1(url_b, creds_b["topic"], [queued])[0].is_failure
+    broker.stop()
+    store = broker.directory / "data" / "mosquitto.db"
+    assert retained in store.read_bytes()
+
+    result = broker_init(broker.directory, port=broker.port, reapply=True)
+    assert result["retained_cleared"] == 1 and result["clients_bound"] == 1
+    assert "mqtt_url" not in result  # passwords are kept, not reissued
+    assert "retain_available false" in broker.config.read_text()
+    data = store.read_bytes()
+    assert retained not in data and queued in data
+
+    broker.start()
+    with Collector(broker.ingester_url, "vitals/v1/+/readings") as late:
+        assert late.quiet(1.0) == []
+    with Collector(broker.ingester_url, clean_start=False, **session) as resumed:
+        assert resumed.session_present
+        assert [m.payload for m in resumed.wait_for(1)] == [queued]
+    # Accounts survive the reapply; the old one is now bound to its username.
+    assert not connect_reason(url_a).is_failure and not connect_reason(url_b).is_failure
+    assert connect_reason(broker.url(old, "p" * 20), "anything").is_failure
+    assert not connect_reason(broker.url(old, "p" * 20), old).is_failure
+    broker.stop()
+    assert retained not in store.read_bytes()
 
 
 def test_reading_published_while_ingester_offline_is_delivered_on_reconnect(

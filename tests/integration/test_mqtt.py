@@ -296,7 +296,7 @@ def test_a_reading_without_consent_yields_a_rejection_message(
     [point] = points(1, "bob")
     rid = point["header"]["id"]
     with Collector(a.url, a.rejections) as inbox:
-        publish_qos1(a.url, a.topic, messages([point], 1))
+        inbox.publish(a.topic, messages([point], 1))
         [msg] = inbox.wait_for(1, timeout=15)
     refusal = json.loads(msg.payload)
     assert set(refusal) == {"id", "reason", "detail"}
@@ -366,19 +366,19 @@ def test_malformed_payloads_are_refused_and_ingestion_goes_on(
         b"this is not json",
         b"42",
         b'{"header": {"id": "cut',
-        json.dumps(["x" * 300_000]).encode(),  # > 256 KiB
         json.dumps(no_body).encode(),
         b"\xff\xfe",
     ]
+    # (A message over 256 KiB never reaches the ingester: the broker refuses it,
+    # test_broker.py::test_messages_larger_than_256_kib_are_refused_by_the_broker.)
     with Collector(a.url, a.rejections) as inbox:
-        acks = publish_qos1(a.url, a.topic, [*bad, *messages(good, 1)])
+        acks = inbox.publish(a.topic, [*bad, *messages(good, 1)])
         assert not any(rc.is_failure for rc in acks)
         received = inbox.wait_for(len(bad), timeout=15)
         received = inbox.quiet(0.3)
     refusals = [json.loads(m.payload) for m in received]
     assert [r["reason"] for r in refusals] == ["invalid_schema"] * len(bad)
     assert {r["id"] for r in refusals} == {None, "nobody-0"}
-    assert any("256" in r["detail"] or "262144" in r["detail"] for r in refusals)
     wait_stored(db_url, 1, timeout=10)
     assert ingester.alive()
     with psycopg.connect(db_url, autocommit=True) as c:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
@@ -70,7 +69,7 @@ class ResilientPublisher(threading.Thread):
         host, port, username, password = parse_mqtt_url(self.url)
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"device-{uuid.uuid4().hex[:12]}",
+            client_id=username or "",  # provider accounts are bound to this client id
             protocol=MQTTProtocolVersion.MQTTv5,
         )
         client.username_pw_set(username, password)

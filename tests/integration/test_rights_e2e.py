@@ -193,8 +193,7 @@ def test_subject_rights_end_to_end(
                 broker.url(creds["username"], creds["password"]),
                 f"vitals/v1/{mqtt_p['provider_id']}/rejections",
             ) as rejections:
-                publish_qos1(
-                    broker.url(creds["username"], creds["password"]),
+                rejections.publish(
                     creds["topic"],
                     [orjson.dumps(seed.data_point(MQTT_REF, id=str(uuid.uuid4())))],
                 )
