@@ -31,7 +31,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PREFECT_HOME=/app/.prefect \
     VITALS_EXPORT_DIR=/exports
 WORKDIR /app
-RUN mkdir -p /exports /app/.prefect && chown vitals:vitals /exports /app/.prefect
+RUN mkdir -p /exports /app/.prefect /var/lib/vitals-mqtt \
+ && chown vitals:vitals /exports /app/.prefect /var/lib/vitals-mqtt
 USER vitals
 EXPOSE 8080 9100
 CMD ["vitals", "serve", "--host", "0.0.0.0", "--port", "8080"]

@@ -283,6 +283,8 @@ def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
         instance=args.instance,
         metrics_port=args.metrics_port,
         receive_maximum=args.receive_maximum,
+        max_inflight_bytes=args.max_inflight_bytes,
+        session_expiry=args.session_expiry,
     )
 
 
@@ -346,7 +348,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("mqtt", help="the MQTT ingester (SIGTERM drains, commits, acknowledges)")
     p.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
-    p.add_argument("--instance", default="0", help="ingester instance id (one session each)")
+    p.add_argument(
+        "--instance",
+        help="ingester instance id, one persistent session each; `auto`: the lowest free "
+        "number locked in VITALS_MQTT_INSTANCE_DIR (default: VITALS_MQTT_INSTANCE or 0)",
+    )
+    p.add_argument(
+        "--session-expiry",
+        type=int,
+        help="seconds the broker keeps this instance's session (and its share of "
+        "messages) while it is away (default: VITALS_MQTT_SESSION_EXPIRY or 300)",
+    )
+    p.add_argument(
+        "--max-inflight-bytes",
+        type=int,
+        help="payload bytes held unacknowledged before the ingester stops reading "
+        "(default: VITALS_MQTT_MAX_INFLIGHT_BYTES or 64 MiB)",
+    )
     p.add_argument(
         "--receive-maximum",
         type=int,

@@ -42,6 +42,7 @@ ALLOWED_FIELDS = frozenset(
         "host",
         "port",
         "pending",
+        "instance",
     }
 )
 _MAX_VALUE_CHARS = 200

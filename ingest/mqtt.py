@@ -10,9 +10,24 @@ session's unacknowledged messages) and a redelivery stores nothing twice (the
 writer's dedup). The provider is the topic's, which the broker's ACL pins to
 the publishing account; the payload is never trusted for it.
 
-Memory is bounded by the MQTT 5 Receive Maximum: the broker sends at most that
-many unacknowledged messages, so while the database is down the ingester stops
-acknowledging and the broker holds the rest.
+Memory is bounded twice while the database is down: by the MQTT 5 Receive
+Maximum (the broker sends at most that many unacknowledged messages) and by
+max_inflight_bytes: once the payloads received and not yet acknowledged reach
+it, the network thread stops reading from the socket (PUBACKs and pings still
+go out) until acknowledgements free space, so the broker holds the rest. The
+overshoot is at most one message (the broker refuses packets over 256 KiB).
+A pause longer than the keepalive (30 s) makes paho recycle the connection;
+nothing is lost (unacknowledged messages are redelivered, the writer drops
+duplicates).
+
+Sessions: each instance has a persistent session under a stable client id
+(`--instance`, or `auto`: the lowest free slot, claimed by a file lock shared
+by the replicas), so a restarted or recreated instance resumes its queue. The
+session expiry (`--session-expiry`, default 300 s) bounds how long the broker
+keeps a vanished instance's session: Mosquitto 2.0 keeps giving an offline
+member of a shared subscription its share, so an instance that never comes
+back holds readings (PUBACKed to devices, outside consent and erasure) for at
+most that long, after which the broker discards them with the session.
 
 Mosquitto 2.0.11 does not restore shared subscriptions from its persistence
 store: after a broker restart, until an ingester has reconnected (it
@@ -23,6 +38,7 @@ resubscribes in on_connect), the broker answers a device's publish with PUBACK
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import signal
@@ -46,6 +62,7 @@ from prometheus_client import Counter, Gauge, start_http_server
 from ingest.broker import SHARE_GROUP, ingester_client_id, parse_mqtt_url
 from ingest.db import StorageError, StorageUnavailable, make_pool
 from ingest.gate import ShapeError, parse_payload
+from ingest.mqtt_instance import InstanceSlotsFull, claim_instance
 from ingest.settings import Settings, SettingsError
 from ingest.writer import Outcome, Parsed, Writer
 from schemas.reading import INVALID_SCHEMA, Refusal
@@ -56,8 +73,9 @@ TRANSPORT = "mqtt"
 SUBSCRIPTION = f"$share/{SHARE_GROUP}/vitals/v1/+/readings"
 MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_ITEMS = 5000  # data points per message, as for one HTTP request
-SESSION_EXPIRY = 7 * 24 * 3600  # the broker keeps our queue this long while we are away
+SESSION_EXPIRY = 300  # seconds the broker keeps our session (and its share) while we are away
 RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may send us
+MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # payload bytes received and not yet acknowledged
 
 MESSAGES = Counter(
     "vitals_mqtt_messages_total",
@@ -65,6 +83,12 @@ MESSAGES = Counter(
     ["result"],  # acked | malformed | foreign_topic | redelivery_pending (connection lost)
 )
 INFLIGHT = Gauge("vitals_mqtt_inflight_messages", "Messages received and not yet acknowledged")
+INFLIGHT_BYTES = Gauge(
+    "vitals_mqtt_inflight_bytes", "Payload bytes received and not yet acknowledged"
+)
+PAUSED = Gauge(
+    "vitals_mqtt_reading_paused", "1 while the ingester stops reading (in-flight bytes full)"
+)
 CONNECTED = Gauge("vitals_mqtt_connected", "1 while connected and subscribed to readings")
 REJECTIONS_PUBLISHED = Counter(
     "vitals_mqtt_rejections_published_total", "Refusals published on rejections topics"
@@ -106,6 +130,7 @@ class Delivery:
     topic: str
     payload: bytes | bytearray
     generation: int  # connection it arrived on; acks go only on that one
+    size: int = 0  # payload bytes, counted against max_inflight_bytes until acknowledged
     provider_id: str | None = None
     malformed: bool = False
     items: list[Parsed] = field(default_factory=list)
@@ -121,6 +146,38 @@ def refusal_message(outcome: Outcome) -> bytes:
     return orjson.dumps({"id": outcome.id, "reason": outcome.reason, "detail": outcome.detail})
 
 
+class _ByteLimitedClient(mqtt.Client):
+    """A paho client whose network thread stops reading while `paused()` says so.
+
+    paho (pinned at 2.2 in uv.lock) reads in `loop_read`, called by its network
+    thread when the socket is readable; this one reads packet by packet and
+    stops as soon as the in-flight bytes are full, so at most one message
+    overshoots. While paused it waits briefly instead of reading, and the loop
+    goes on writing (PUBACKs, refusals, pings). It still reads until connected,
+    so that a CONNACK is never left unread.
+    """
+
+    paused: Callable[[float], bool] = staticmethod(lambda _wait: False)
+
+    def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
+        if self._sock is None:
+            return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+        count = max(len(self._out_messages) + len(self._in_messages), 1)
+        for _ in range(count):
+            if self.is_connected() and self.paused(0.05):
+                PAUSED.set(1)
+                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+            PAUSED.set(0)
+            if self._sock is None:
+                return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
+            rc = self._packet_read()
+            if rc > 0:
+                return self._loop_rc_handle(rc)
+            if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
+                return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+        return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+
 class Ingester:
     """Consume readings from the broker into the writer; see the module docstring."""
 
@@ -131,6 +188,8 @@ class Ingester:
         *,
         instance: str = "0",
         receive_maximum: int = RECEIVE_MAXIMUM,
+        max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
+        session_expiry: int = SESSION_EXPIRY,
         batch_max_readings: int = 5000,
         batch_wait: float = 0.05,
         drain_timeout: float = 30.0,
@@ -138,6 +197,10 @@ class Ingester:
     ) -> None:
         if not 0 < receive_maximum <= 65535:
             raise ValueError("receive maximum must be within 1..65535")
+        if max_inflight_bytes <= 0:
+            raise ValueError("max in-flight bytes must be positive")
+        if not 0 <= session_expiry < 0xFFFFFFFF:
+            raise ValueError("session expiry must be within 0..4294967294 seconds")
         self.writer = writer
         self.batch_max_readings = batch_max_readings
         self.batch_wait = batch_wait
@@ -146,6 +209,10 @@ class Ingester:
         self._host, self._port, username, password = parse_mqtt_url(mqtt_url)
         self.client_id = ingester_client_id(mqtt_url, instance)
         self._receive_maximum = receive_maximum
+        self._session_expiry = session_expiry
+        self.max_inflight_bytes = max_inflight_bytes
+        self._held_bytes = 0  # under _space
+        self._space = threading.Condition()
 
         self._incoming: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self._batches: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
@@ -160,12 +227,13 @@ class Ingester:
         self._gone = threading.Event()  # set once our own DISCONNECT has gone out
         self._pending_publishes: list[mqtt.MQTTMessageInfo] = []
 
-        self.client = mqtt.Client(
+        self.client = _ByteLimitedClient(
             CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
         )
+        self.client.paused = self._full
         if username is not None:
             self.client.username_pw_set(username, password)
         self.client.reconnect_delay_set(min_delay=1, max_delay=30)
@@ -232,12 +300,23 @@ class Ingester:
             with self._lock:
                 if not self._accepting:
                     return  # closing: left unacknowledged, the broker redelivers it
+                size = len(msg.payload)
                 self._incoming.put(
-                    Delivery(msg.mid, msg.qos, msg.topic, msg.payload, self._generation)
+                    Delivery(msg.mid, msg.qos, msg.topic, msg.payload, self._generation, size)
                 )
+            with self._space:
+                self._held_bytes += size
+                INFLIGHT_BYTES.set(self._held_bytes)
             INFLIGHT.inc()
         except Exception:  # never let a callback break paho's loop
             log.exception("could not enqueue a message", extra={"event": "enqueue_error"})
+
+    def _full(self, wait: float) -> bool:
+        """True while the in-flight bytes are at the limit (waiting up to `wait` s for space)."""
+        with self._space:
+            if self._held_bytes >= self.max_inflight_bytes:
+                self._space.wait(wait)
+            return self._held_bytes >= self.max_inflight_bytes
 
     # ------------------------------------------------------------------ workers
 
@@ -340,6 +419,10 @@ class Ingester:
         else:
             MESSAGES.labels("redelivery_pending").inc()
         INFLIGHT.dec()
+        with self._space:
+            self._held_bytes -= d.size
+            INFLIGHT_BYTES.set(self._held_bytes)
+            self._space.notify_all()
 
     def _commit_loop(self) -> None:
         while True:
@@ -430,7 +513,7 @@ class Ingester:
 
     def start(self) -> None:
         props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY
+        props.SessionExpiryInterval = self._session_expiry
         props.ReceiveMaximum = self._receive_maximum
         self.client.connect_async(
             self._host, self._port, keepalive=30, clean_start=False, properties=props
@@ -484,9 +567,18 @@ def run(
     *,
     instance: str = "0",
     receive_maximum: int = RECEIVE_MAXIMUM,
+    max_inflight_bytes: int = MAX_INFLIGHT_BYTES,
+    session_expiry: int = SESSION_EXPIRY,
 ) -> int:
     """Run until `stop` is set (SIGTERM/SIGINT), then drain. Exit code for the CLI."""
-    ingester = Ingester(mqtt_url, writer, instance=instance, receive_maximum=receive_maximum)
+    ingester = Ingester(
+        mqtt_url,
+        writer,
+        instance=instance,
+        receive_maximum=receive_maximum,
+        max_inflight_bytes=max_inflight_bytes,
+        session_expiry=session_expiry,
+    )
     ingester.start()
     log.info("ingester started", extra={"event": "started", "host": ingester._host})
     while not stop.wait(0.5):
@@ -509,11 +601,17 @@ def run(
 def serve(
     settings: Settings,
     *,
-    instance: str = "0",
+    instance: str | None = None,
     metrics_port: int | None = None,
     receive_maximum: int = RECEIVE_MAXIMUM,
+    max_inflight_bytes: int | None = None,
+    session_expiry: int | None = None,
 ) -> int:
-    """`vitals mqtt`: JSON logs, metrics, the ingester until SIGTERM/SIGINT (which drain)."""
+    """`vitals mqtt`: JSON logs, metrics, the ingester until SIGTERM/SIGINT (which drain).
+
+    `instance` (else VITALS_MQTT_INSTANCE) may be `auto`: the lowest free number
+    locked in VITALS_MQTT_INSTANCE_DIR (see ingest.mqtt_instance).
+    """
     from ingest import logs
 
     logs.configure()
@@ -522,24 +620,37 @@ def serve(
         parse_mqtt_url(mqtt_url)
     except ValueError as e:
         raise SettingsError(f"VITALS_MQTT_URL: {e}") from None
-    pool = make_pool(
-        settings.require_database_url(),
-        min_size=1,
-        max_size=2,
-        timeout=5.0,
-    )
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda _n, _f: stop.set())
-    if metrics_port is not None:
-        start_http_server(metrics_port)
-    try:
+    instance = instance or settings.mqtt_instance
+    with contextlib.ExitStack() as stack:
+        if instance == "auto":
+            if settings.mqtt_instance_dir is None:
+                raise SettingsError("--instance auto needs VITALS_MQTT_INSTANCE_DIR")
+            try:
+                instance, lock = claim_instance(settings.mqtt_instance_dir)
+            except InstanceSlotsFull as e:
+                raise SettingsError(str(e)) from None
+            stack.enter_context(lock)
+        log.info("instance", extra={"event": "instance", "instance": instance})
+        pool = make_pool(
+            settings.require_database_url(),
+            min_size=1,
+            max_size=2,
+            timeout=5.0,
+        )
+        stack.callback(pool.close)
+        stop = threading.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda _n, _f: stop.set())
+        if metrics_port is not None:
+            start_http_server(metrics_port)
         return run(
             mqtt_url,
             Writer(pool),
             stop,
             instance=instance,
             receive_maximum=receive_maximum,
+            max_inflight_bytes=max_inflight_bytes or settings.mqtt_max_inflight_bytes,
+            session_expiry=(
+                settings.mqtt_session_expiry if session_expiry is None else session_expiry
+            ),
         )
-    finally:
-        pool.close()

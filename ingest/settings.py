@@ -39,6 +39,14 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     export_dir: Path = Path("./exports")
 
+    # MQTT ingester: instance id ("auto": lowest free number locked in
+    # mqtt_instance_dir), session expiry (seconds the broker keeps a vanished
+    # instance's session and share), payload bytes held unacknowledged.
+    mqtt_instance: str = "0"
+    mqtt_instance_dir: Path | None = None
+    mqtt_session_expiry: int = Field(default=300, ge=0, le=7 * 24 * 3600)
+    mqtt_max_inflight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
+
     # Writer tuning.
     pool_min_size: int = 1
     pool_max_size: int = 8

@@ -459,3 +459,57 @@ def test_two_ingesters_share_the_subscription_and_store_each_reading_once(
     shares = [p.metric("vitals_mqtt_messages_total", result="acked") for p in (first, second)]
     assert sum(shares) == 2000 and min(shares) > 0, shares
     assert first.terminate() == 0 and second.terminate() == 0
+
+
+def test_a_vanished_instance_stops_taking_a_share_after_its_session_expiry(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingesters: Callable[..., IngesterProcess],
+    db_url: str,
+) -> None:
+    """An instance that never comes back (a recreated container under a new id)
+    keeps its shared-subscription session only for the session expiry; after
+    it, every reading reaches the instances that remain."""
+    a = new_provider(conn, master_key, broker)
+    expiry = ["--session-expiry", "2"]
+    gone = ingesters(instance="gone", args=expiry).start()
+    stays = ingesters(instance="stays", args=expiry).start()
+    gone.kill()  # no DISCONNECT: the broker keeps the session for its expiry
+    time.sleep(4.0)
+    data = points(200)
+    acks = publish_qos1(a.url, a.topic, messages(data, 2))
+    assert not any(rc.is_failure for rc in acks)
+    wait_stored(db_url, len(data), timeout=20)
+    assert stays.metric("vitals_mqtt_messages_total", result="acked") == len(data) // 2
+    assert stays.terminate() == 0
+
+
+def test_instance_auto_reuses_the_number_a_stopped_replica_left(
+    cli_env: dict[str, str], broker: Broker, tmp_path: Path
+) -> None:
+    """`--instance auto`: replicas sharing an instance directory take 0, 1, ...;
+    a replacement takes the freed number, so it resumes that session."""
+    env = {**cli_env, "VITALS_MQTT_INSTANCE_DIR": str(tmp_path / "instances")}
+    made = [
+        IngesterProcess(env, broker, tmp_path, instance=f"r{i}", args=["--instance", "auto"])
+        for i in range(3)
+    ]
+
+    def claimed(proc: IngesterProcess) -> str:
+        for line in proc.log().splitlines():
+            if line.startswith("{") and json.loads(line).get("event") == "instance":
+                return str(json.loads(line)["instance"])
+        raise AssertionError(f"no instance in the log:\n{proc.log()[-2000:]}")
+
+    try:
+        first, second, third = made
+        first.start()
+        second.start()
+        assert (claimed(first), claimed(second)) == ("0", "1")
+        first.kill()  # however it ends, its number is free again
+        third.start()
+        assert claimed(third) == "0"
+    finally:
+        for proc in made:
+            proc.kill()

@@ -233,3 +233,56 @@ def test_database_outage_mid_stream_loses_nothing_without_restart_and_bounds_mem
     assert_exactly(db_url, len(before) + N)
     assert ingester.alive() and ingester.process.pid == pid  # no restart needed
     assert ingester.terminate() == 0
+
+
+def test_database_outage_holds_at_most_max_inflight_bytes(
+    conn: psycopg.Connection,
+    master_key: bytes,
+    broker: Broker,
+    ingesters: Callable[..., IngesterProcess],
+    db_url: str,
+    pg_server_url: str,
+) -> None:
+    """The receive maximum bounds the count of unacknowledged messages, not their
+    size (up to 256 KiB each); --max-inflight-bytes bounds the bytes: the
+    ingester stops reading and the broker keeps the rest."""
+    limit = 64 * 1024
+    a = new_provider(conn, master_key, broker)
+    ingester = ingesters(
+        args=["--receive-maximum", "1000", "--max-inflight-bytes", str(limit)]
+    ).start()
+    during = points(6_000)
+    payloads = messages(during, 20)  # 300 messages of ~8 KB: ~2.3 MiB in all
+    largest = max(len(p) for p in payloads)
+
+    dbname = psycopg.conninfo.conninfo_to_dict(db_url)["dbname"]
+    assert isinstance(dbname, str)
+    ident = sql.Identifier(dbname)
+    with psycopg.connect(pg_server_url, autocommit=True) as admin:
+        admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS false").format(ident))
+        try:
+            admin.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                [dbname],
+            )
+            Publisher(a.url, a.topic, payloads).run()  # the broker took every message
+            held, count, paused = [], [], []
+            started = time.monotonic()
+            while time.monotonic() - started < 6:
+                held.append(ingester.metric("vitals_mqtt_inflight_bytes"))
+                count.append(ingester.metric("vitals_mqtt_inflight_messages"))
+                paused.append(ingester.metric("vitals_mqtt_reading_paused"))
+                assert ingester.alive()
+                time.sleep(0.2)
+        finally:
+            admin.execute(sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(ident))
+
+    assert max(held) >= limit, held  # it did fill up ...
+    assert max(held) <= limit + largest, held  # ... and went no further than one message
+    assert max(count) <= limit // min(len(p) for p in payloads) + 1, count
+    assert max(paused) == 1.0
+    wait_stored(db_url, len(during), timeout=90)
+    assert_exactly(db_url, len(during))
+    assert ingester.metric("vitals_mqtt_inflight_bytes") == 0
+    assert ingester.terminate() == 0
