@@ -15,6 +15,10 @@ time: memory stays bounded whatever the size. Files go to a temp directory
 that is renamed into place only when complete; the export, the subjects it
 disclosed and an audit row are recorded in the same transaction.
 
+Only what the research consent covers goes out: readings of its types (and
+provider), and group memberships whose evidence types it covers entirely
+(`flows.groups.EVIDENCE_TYPES`).
+
 For the purge (`vitals export purge`): the salt is stored encrypted in
 `exports.salt_enc` (`export_salt` + `pseudonym` find a subject's rows again),
 and `file_entry` / `write_manifest` rewrite a manifest after files change.
@@ -42,6 +46,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+from psycopg.types.json import Jsonb
 
 from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
 
@@ -50,6 +55,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import Progress
+from flows.groups import EVIDENCE_TYPES, EVIDENCE_WITHOUT_TYPES
 from ingest import crypto
 from ingest.admin import InputError, audit
 from ingest.db import q, translate_errors
@@ -294,6 +300,10 @@ def _split_batch(batch: pa.RecordBatch, out: _PartitionWriter, seen: set[str]) -
         start = end
 
 
+def _evidence_types() -> Jsonb:
+    return Jsonb(EVIDENCE_TYPES | {key: [] for key in EVIDENCE_WITHOUT_TYPES})
+
+
 def _write_groups(
     conn: psycopg.Connection, root: Path, cutoff: datetime, batch_rows: int = 10_000
 ) -> tuple[list[dict[str, Any]], set[str]]:
@@ -306,7 +316,7 @@ def _write_groups(
         pq.ParquetWriter(path, GROUPS_SCHEMA, compression="zstd") as writer,
         conn.cursor(name="export_groups") as cur,
     ):
-        cur.execute(q("export_groups"), {"cutoff": cutoff})
+        cur.execute(q("export_groups"), {"cutoff": cutoff, "evidence_types": _evidence_types()})
         while chunk := cur.fetchmany(batch_rows):
             columns = list(zip(*chunk, strict=True))
             table = pa.Table.from_arrays(
