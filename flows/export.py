@@ -19,6 +19,9 @@ Only what the research consent covers goes out: readings of its types (and
 provider), and group memberships whose evidence types it covers entirely
 (`flows.groups.EVIDENCE_TYPES`).
 
+Files are created 0600 and directories 0700 (`private_file`, `private_dir`):
+exports hold health data of people.
+
 For the purge (`vitals export purge`): the salt is stored encrypted in
 `exports.salt_enc` (`export_salt` + `pseudonym` find a subject's rows again),
 and `file_entry` / `write_manifest` rewrite a manifest after files change.
@@ -124,6 +127,34 @@ def export_salt(conn: psycopg.Connection, master: bytes, export_id: str) -> byte
     return crypto.decrypt(master, row[0])
 
 
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """mkdir -p with every directory it creates 0700 (existing ones are left)."""
+    missing = []
+    for d in (path, *path.parents):
+        if d.exists():
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        d.mkdir(mode=DIR_MODE, exist_ok=True)
+        os.chmod(d, DIR_MODE)  # mode is masked by the umask; be exact
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create (or truncate) `path` as an empty file of mode 0600 before a writer
+    opens it: writers that open with O_TRUNC keep an existing file's mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    return path
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -148,7 +179,7 @@ def schema_doc(schema: pa.Schema) -> list[dict[str, Any]]:
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     """Write `_manifest.json` atomically (temp file, fsync, rename)."""
-    tmp = root / f".{MANIFEST}.tmp"
+    tmp = private_file(root / f".{MANIFEST}.tmp")
     with tmp.open("w") as f:
         json.dump(manifest, f, indent=2, sort_keys=False)
         f.write("\n")
@@ -229,9 +260,8 @@ class _PartitionWriter:
         if self._writer is None:
             assert self._key is not None
             type_, date = self._key
-            directory = self.root / "readings" / f"type={type_}" / f"date={date}"
-            directory.mkdir(parents=True, exist_ok=True)
-            self._path = directory / f"part-{self._part:05d}.parquet"
+            directory = private_dir(self.root / "readings" / f"type={type_}" / f"date={date}")
+            self._path = private_file(directory / f"part-{self._part:05d}.parquet")
             self._writer = pq.ParquetWriter(self._path, READINGS_SCHEMA, compression="zstd")
         self._writer.write_table(pa.concat_tables(self._pending))
         self._file_rows += self._pending_rows
@@ -307,9 +337,7 @@ def _evidence_types() -> Jsonb:
 def _write_groups(
     conn: psycopg.Connection, root: Path, cutoff: datetime, batch_rows: int = 10_000
 ) -> tuple[list[dict[str, Any]], set[str]]:
-    directory = root / "groups"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "part-00000.parquet"
+    path = private_file(private_dir(root / "groups") / "part-00000.parquet")
     seen: set[str] = set()
     rows = 0
     with (
@@ -344,8 +372,7 @@ def run_export(
     """Write one export and record it; returns export_id, path, rows, subjects, ..."""
     if region not in REGIONS:
         raise InputError("invalid_region", f"region must be FI or EU, not {region!r}")
-    export_dir = Path(export_dir).resolve()
-    export_dir.mkdir(parents=True, exist_ok=True)
+    export_dir = private_dir(Path(export_dir).resolve())
     salt = secrets.token_bytes(32)
     tmp: Path | None = None
     final: Path | None = None
@@ -367,8 +394,9 @@ def run_export(
                         cp.write_row((sid, p))
 
                 tmp = export_dir / f".tmp-{export_id}"
-                tmp.mkdir()
-                (tmp / "readings").mkdir()
+                tmp.mkdir(mode=DIR_MODE)
+                os.chmod(tmp, DIR_MODE)
+                private_dir(tmp / "readings")
                 files, seen = _write_readings(
                     conn, tmp, cutoff, progress, block_size, rows_per_file
                 )

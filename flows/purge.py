@@ -4,7 +4,7 @@ research-withdrawn subjects, and update their manifests.
 Erasure queues the subject's pseudonym per export (export_purge_queue); a
 research withdrawal is found from the disclosure log. Each affected Parquet
 file is filtered with pyarrow (one file in memory at a time: files are
-bounded by the export's rows_per_file), written to a temp file and renamed
+bounded by the export's rows_per_file), written to a temp file (0600) and renamed
 over the old one; the manifest is rewritten atomically after its files.
 """
 
@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from flows.export import MANIFEST, file_entry, pseudonym, write_manifest
+from flows.export import MANIFEST, file_entry, private_file, pseudonym, write_manifest
 from ingest import admin, crypto
 from ingest.db import q, translate_errors
 
@@ -36,7 +36,7 @@ def _filter_file(path: Path, doomed: pa.Array) -> int | None:
     if kept.num_rows == 0:
         path.unlink()
         return 0
-    tmp = path.with_name(f".{path.name}.purge")
+    tmp = private_file(path.with_name(f".{path.name}.purge"))
     pq.write_table(kept.cast(table.schema), tmp, compression="zstd")
     os.replace(tmp, path)
     return kept.num_rows

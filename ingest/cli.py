@@ -120,12 +120,22 @@ def cmd_subject_export(args: argparse.Namespace, settings: Settings) -> int:
 
     with _connect(settings) as conn:
         if args.out:
-            with open(args.out, "wb") as out:
+            with _private_output(args.out) as out:
                 counts = write_extract(conn, args.subject_id, out, actor="cli")
             emit({"subject_id": args.subject_id, "out": args.out, **counts})
         else:
             write_extract(conn, args.subject_id, sys.stdout.buffer, actor="cli")
     return 0
+
+
+def _private_output(path: str) -> Any:
+    """Open for writing, mode 0600 (also when the file exists): an extract holds
+    everything about a person."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def cmd_subject_erase(args: argparse.Namespace, settings: Settings) -> int:

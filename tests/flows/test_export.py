@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import struct
 from collections import Counter
@@ -407,3 +408,37 @@ def test_only_what_the_research_consent_covers_is_exported(
         "one_provider": {"heart-rate", "blood-pressure"},  # its provider's readings
     }
     assert read_manifest(Path(e["path"]))["rows"] == {"readings": 2 + 6 + 6, "groups": 4}
+
+
+def test_export_and_purge_files_are_private(
+    db_url: str,
+    conn: psycopg.Connection,
+    people: dict[str, Subject],
+    master_key: bytes,
+    tmp_path: Path,
+) -> None:
+    """Issue 13: files 0600, directories 0700, whatever the umask lets through."""
+    from flows.purge import purge_exports
+
+    def modes(root: Path) -> set[tuple[str, int]]:
+        return {
+            ("dir" if p.is_dir() else "file", p.stat().st_mode & 0o777)
+            for p in [root, *root.rglob("*")]
+        }
+
+    old = os.umask(0o022)
+    try:
+        root = tmp_path / "exports"
+        e = run_export(db_url, master_key, root, "FI")
+        assert modes(root) == {("dir", 0o700), ("file", 0o600)}
+        assert len(list(root.rglob("*.parquet"))) > 3
+        # The purge's rewrites and manifest too.
+        admin.withdraw_consent(conn, people["p1"].consents["research"], "test")
+        conn.commit()
+        before = {p: p.stat().st_ino for p in Path(e["path"]).rglob("*.parquet")}
+        assert purge_exports(db_url, master_key, actor="test")["exports_purged"]
+        after = {p: p.stat().st_ino for p in Path(e["path"]).rglob("*.parquet")}
+        assert any(before.get(p) != ino for p, ino in after.items())  # files were rewritten
+        assert modes(root) == {("dir", 0o700), ("file", 0o600)}
+    finally:
+        os.umask(old)
