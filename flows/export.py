@@ -19,6 +19,11 @@ Only what the research consent covers goes out: readings of its types (and
 provider), and group memberships whose evidence types it covers entirely
 (`flows.groups.EVIDENCE_TYPES`).
 
+An export holds a shared advisory lock from before its snapshot until after
+its commit, and erasure takes it exclusively before marking a subject
+'erasing': an export either leaves an erased subject out, or commits first and
+the erasure queues it for purge.
+
 Files are created 0600 and directories 0700 (`private_file`, `private_dir`):
 exports hold health data of people.
 
@@ -378,6 +383,10 @@ def run_export(
     final: Path | None = None
     try:
         with translate_errors(), psycopg.connect(database_url) as conn:
+            # Taken and committed before the snapshot: a waiting export sees
+            # whatever the erasure it waited for committed.
+            conn.execute(q("export_erasure_lock_shared"))
+            conn.commit()
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction():
                 conn.execute("SET LOCAL work_mem = '64MB'")
@@ -470,6 +479,8 @@ def run_export(
                 )
                 os.rename(tmp, final)
                 tmp = None
+            conn.execute(q("export_erasure_unlock_shared"))
+            conn.commit()
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -206,7 +206,8 @@ def erase_subject(
     tests) continues where the last one stopped. Past exports are queued for
     `vitals export purge` by pseudonym; the receipt's status is
     'pending_purge' until that purge has rewritten every one of them, then
-    'complete' (with `completed_at`).
+    'complete' (with `completed_at`). The first step waits for running exports
+    to commit (`erasure_export_lock`), so none can take the subject after it.
     """
     sid = admin.parse_uuid(subject_id, "subject")
     shash = subject_hash(master, sid)
@@ -216,6 +217,7 @@ def erase_subject(
             raise RuntimeError(f"injected crash after erasure step {name!r}")
 
     with translate_errors(), psycopg.connect(url) as conn:
+        conn.execute(q("erasure_export_lock"))
         receipt = conn.execute(q("erasure_receipt"), {"subject_hash": shash}).fetchone()
         exists = conn.execute(q("lock_subject"), {"subject_id": sid}).fetchone()
         if exists is None:

@@ -106,3 +106,13 @@ COPY export_subjects (export_id, subject_id) FROM STDIN
 
 -- name: export_salt
 SELECT salt_enc, region, cutoff, path FROM exports WHERE export_id = %(export_id)s
+
+-- name: export_erasure_lock_shared
+-- Held (session level) by every running export from before its snapshot to
+-- after its commit; erasure takes it exclusively before it marks a subject
+-- 'erasing', so an export either sees the subject as erasing (and leaves it
+-- out) or commits first (and the erasure queues it for purge).
+SELECT pg_advisory_lock_shared(7669746165787074)
+
+-- name: export_erasure_unlock_shared
+SELECT pg_advisory_unlock_shared(7669746165787074)

@@ -35,6 +35,10 @@ INSERT INTO erasure_receipts (subject_hash, erased_by)
 SELECT %(subject_hash)s, %(actor)s FROM s
 ON CONFLICT (subject_hash) DO NOTHING
 
+-- name: erasure_export_lock
+-- Waits for running exports to commit (see export_erasure_lock_shared).
+SELECT pg_advisory_xact_lock(7669746165787074)
+
 -- name: queue_purge_research_withdrawn
 -- A research consent was withdrawn: every export still holding the subject
 -- is queued for purge.

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -178,6 +180,76 @@ def test_residency_correction_queues_a_purge_of_eu_exports(
         pseudonym(fi_salt, s.subject_id) for s in (moving, staying)
     }
     assert queue(conn) == []
+
+
+def test_an_erasure_racing_an_export_leaves_nothing_once_purged(
+    db_url: str,
+    conn: psycopg.Connection,
+    master_key: bytes,
+    registry: Registry,
+    export_dir: Path,
+) -> None:
+    gone, kept = people(registry)
+    reached, release = threading.Event(), threading.Event()
+    results: dict[str, Any] = {}
+
+    def hold(rows: int) -> None:  # the export, mid-way through writing readings
+        reached.set()
+        assert release.wait(60)
+
+    def run(name: str, fn: Any) -> None:
+        try:
+            results[name] = fn()
+        except BaseException as e:  # re-raised in the test
+            results[name] = e
+
+    exporting = threading.Thread(
+        target=run,
+        args=("export", lambda: run_export(db_url, master_key, export_dir, progress=hold)),
+    )
+    erasing = threading.Thread(
+        target=run,
+        args=("erase", lambda: rights.erase_subject(db_url, master_key, gone.subject_id, "dpo")),
+    )
+    exporting.start()
+    try:
+        assert reached.wait(60)
+        erasing.start()
+        # The erasure either runs to the end, or waits for the export: both
+        # are a fixed point to let the export go on from.
+        deadline = time.monotonic() + 60
+        while erasing.is_alive():
+            conn.commit()
+            waiting = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                " AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()"
+            ).fetchone()[0]  # type: ignore[index]
+            if waiting:
+                break
+            assert time.monotonic() < deadline, "erasure neither finished nor waited"
+            time.sleep(0.05)
+    finally:
+        release.set()
+        exporting.join(120)
+        if erasing.is_alive() or erasing.ident is not None:
+            erasing.join(120)
+    for name in ("export", "erase"):
+        if isinstance(results[name], BaseException):
+            raise results[name]
+    export, receipt = results["export"], results["erase"]
+
+    purge_exports(db_url, master_key, actor="test")
+    salt = export_salt(conn, master_key, export["export_id"])
+    assert pseudonyms_in(Path(export["path"])) == {pseudonym(salt, kept.subject_id)}
+    text = pg_dump_data(db_url)
+    assert gone.subject_id not in text and gone.user_ref not in text
+    assert kept.subject_id in text
+    # The export committed first, with the subject: the erasure waited for it
+    # and queued it, so it was complete only after that purge.
+    assert receipt["status"] == "pending_purge" and receipt["completed_at"] is None
+    assert receipt["exports_pending_purge"] == 1
+    conn.commit()
+    assert conn.execute("SELECT status FROM erasure_receipts").fetchall() == [("complete",)]
 
 
 def test_purge_forgets_disclosures_of_subjects_that_no_longer_exist(
