@@ -15,6 +15,18 @@ time: memory stays bounded whatever the size. Files go to a temp directory
 that is renamed into place only when complete; the export, the subjects it
 disclosed and an audit row are recorded in the same transaction.
 
+Only what the research consent covers goes out: readings of its types (and
+provider), and group memberships whose evidence types it covers entirely
+(`flows.groups.EVIDENCE_TYPES`).
+
+An export holds a shared advisory lock from before its snapshot until after
+its commit, and erasure takes it exclusively before marking a subject
+'erasing': an export either leaves an erased subject out, or commits first and
+the erasure queues it for purge.
+
+Files are created 0600 and directories 0700 (`private_file`, `private_dir`):
+exports hold health data of people.
+
 For the purge (`vitals export purge`): the salt is stored encrypted in
 `exports.salt_enc` (`export_salt` + `pseudonym` find a subject's rows again),
 and `file_entry` / `write_manifest` rewrite a manifest after files change.
@@ -42,6 +54,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
+from psycopg.types.json import Jsonb
 
 from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
 
@@ -50,6 +63,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from flows.common import Progress
+from flows.groups import EVIDENCE_TYPES, EVIDENCE_WITHOUT_TYPES
 from ingest import crypto
 from ingest.admin import InputError, audit
 from ingest.db import q, translate_errors
@@ -118,6 +132,34 @@ def export_salt(conn: psycopg.Connection, master: bytes, export_id: str) -> byte
     return crypto.decrypt(master, row[0])
 
 
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+
+
+def private_dir(path: Path) -> Path:
+    """mkdir -p with every directory it creates 0700 (existing ones are left)."""
+    missing = []
+    for d in (path, *path.parents):
+        if d.exists():
+            break
+        missing.append(d)
+    for d in reversed(missing):
+        d.mkdir(mode=DIR_MODE, exist_ok=True)
+        os.chmod(d, DIR_MODE)  # mode is masked by the umask; be exact
+    return path
+
+
+def private_file(path: Path) -> Path:
+    """Create (or truncate) `path` as an empty file of mode 0600 before a writer
+    opens it: writers that open with O_TRUNC keep an existing file's mode."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+    finally:
+        os.close(fd)
+    return path
+
+
 def sha256_file(path: Path) -> str:
     digest = hashlib.sha256()
     with path.open("rb") as f:
@@ -142,7 +184,7 @@ def schema_doc(schema: pa.Schema) -> list[dict[str, Any]]:
 
 def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
     """Write `_manifest.json` atomically (temp file, fsync, rename)."""
-    tmp = root / f".{MANIFEST}.tmp"
+    tmp = private_file(root / f".{MANIFEST}.tmp")
     with tmp.open("w") as f:
         json.dump(manifest, f, indent=2, sort_keys=False)
         f.write("\n")
@@ -223,9 +265,8 @@ class _PartitionWriter:
         if self._writer is None:
             assert self._key is not None
             type_, date = self._key
-            directory = self.root / "readings" / f"type={type_}" / f"date={date}"
-            directory.mkdir(parents=True, exist_ok=True)
-            self._path = directory / f"part-{self._part:05d}.parquet"
+            directory = private_dir(self.root / "readings" / f"type={type_}" / f"date={date}")
+            self._path = private_file(directory / f"part-{self._part:05d}.parquet")
             self._writer = pq.ParquetWriter(self._path, READINGS_SCHEMA, compression="zstd")
         self._writer.write_table(pa.concat_tables(self._pending))
         self._file_rows += self._pending_rows
@@ -294,19 +335,21 @@ def _split_batch(batch: pa.RecordBatch, out: _PartitionWriter, seen: set[str]) -
         start = end
 
 
+def _evidence_types() -> Jsonb:
+    return Jsonb(EVIDENCE_TYPES | {key: [] for key in EVIDENCE_WITHOUT_TYPES})
+
+
 def _write_groups(
     conn: psycopg.Connection, root: Path, cutoff: datetime, batch_rows: int = 10_000
 ) -> tuple[list[dict[str, Any]], set[str]]:
-    directory = root / "groups"
-    directory.mkdir(parents=True, exist_ok=True)
-    path = directory / "part-00000.parquet"
+    path = private_file(private_dir(root / "groups") / "part-00000.parquet")
     seen: set[str] = set()
     rows = 0
     with (
         pq.ParquetWriter(path, GROUPS_SCHEMA, compression="zstd") as writer,
         conn.cursor(name="export_groups") as cur,
     ):
-        cur.execute(q("export_groups"), {"cutoff": cutoff})
+        cur.execute(q("export_groups"), {"cutoff": cutoff, "evidence_types": _evidence_types()})
         while chunk := cur.fetchmany(batch_rows):
             columns = list(zip(*chunk, strict=True))
             table = pa.Table.from_arrays(
@@ -334,13 +377,16 @@ def run_export(
     """Write one export and record it; returns export_id, path, rows, subjects, ..."""
     if region not in REGIONS:
         raise InputError("invalid_region", f"region must be FI or EU, not {region!r}")
-    export_dir = Path(export_dir).resolve()
-    export_dir.mkdir(parents=True, exist_ok=True)
+    export_dir = private_dir(Path(export_dir).resolve())
     salt = secrets.token_bytes(32)
     tmp: Path | None = None
     final: Path | None = None
     try:
         with translate_errors(), psycopg.connect(database_url) as conn:
+            # Taken and committed before the snapshot: a waiting export sees
+            # whatever the erasure it waited for committed.
+            conn.execute(q("export_erasure_lock_shared"))
+            conn.commit()
             conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
             with conn.transaction():
                 conn.execute("SET LOCAL work_mem = '64MB'")
@@ -357,8 +403,9 @@ def run_export(
                         cp.write_row((sid, p))
 
                 tmp = export_dir / f".tmp-{export_id}"
-                tmp.mkdir()
-                (tmp / "readings").mkdir()
+                tmp.mkdir(mode=DIR_MODE)
+                os.chmod(tmp, DIR_MODE)
+                private_dir(tmp / "readings")
                 files, seen = _write_readings(
                     conn, tmp, cutoff, progress, block_size, rows_per_file
                 )
@@ -432,6 +479,8 @@ def run_export(
                 )
                 os.rename(tmp, final)
                 tmp = None
+            conn.execute(q("export_erasure_unlock_shared"))
+            conn.commit()
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -58,6 +58,36 @@ METRICS = frozenset(
 )
 OPS = frozenset({"<", "<=", ">", ">=", "="})
 
+# The reading types each evidence metric is computed from (sql/queries/groups.sql).
+# An export shows a membership only to the extent the research consent covers
+# every type of its evidence. None: computed from readings of every type the
+# analytics consent allowed (engagement), so only a research consent for every
+# type covers it. The window bounds and the threshold carry no health data; a
+# key in neither map counts as every type.
+EVIDENCE_TYPES: dict[str, list[str] | None] = {
+    "bp_n": ["blood-pressure"],
+    "systolic_mean": ["blood-pressure"],
+    "diastolic_mean": ["blood-pressure"],
+    "hr_n": ["heart-rate"],
+    "hr_median": ["heart-rate"],
+    "spo2_n": ["oxygen-saturation"],
+    "spo2_median": ["oxygen-saturation"],
+    "glucose_n": ["blood-glucose"],
+    "glucose_median": ["blood-glucose"],
+    "weight_n": ["body-weight"],
+    "weight_trend_kg": ["body-weight"],
+    "step_days": ["step-count"],
+    "steps_per_day": ["step-count"],
+    "readings_n": None,
+    "active_days": None,
+    "active_day_ratio": None,
+    "recent_active_days": None,
+    "prior_readings_n": None,
+    "prior_active_day_ratio": None,
+}
+EVIDENCE_WITHOUT_TYPES = ("window_from", "window_until", "min_readings")
+assert set(EVIDENCE_TYPES) == METRICS
+
 
 class RuleError(ValueError):
     """The rule set is malformed; the message names the rule and the problem."""

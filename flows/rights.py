@@ -116,6 +116,8 @@ def correct_subject(
             if residency not in admin.RESIDENCIES:
                 raise admin.InputError("invalid_residency", "residency must be FI or EU")
             conn.execute(q("set_residency"), {"subject_id": sid, "residency": residency})
+            # Now FI: past EU exports may no longer hold them (`vitals export purge`).
+            conn.execute(q("queue_purge_residency"), {"subject_id": sid})
         if relationship_end is not None or clear_relationship_end:
             conn.execute(
                 q("set_relationship_end"), {"subject_id": sid, "relationship_end": relationship_end}
@@ -202,7 +204,10 @@ def erase_subject(
 
     Each step commits on its own; a re-run after a crash (or `crash_after`, for
     tests) continues where the last one stopped. Past exports are queued for
-    `vitals export purge` by pseudonym.
+    `vitals export purge` by pseudonym; the receipt's status is
+    'pending_purge' until that purge has rewritten every one of them, then
+    'complete' (with `completed_at`). The first step waits for running exports
+    to commit (`erasure_export_lock`), so none can take the subject after it.
     """
     sid = admin.parse_uuid(subject_id, "subject")
     shash = subject_hash(master, sid)
@@ -212,11 +217,12 @@ def erase_subject(
             raise RuntimeError(f"injected crash after erasure step {name!r}")
 
     with translate_errors(), psycopg.connect(url) as conn:
+        conn.execute(q("erasure_export_lock"))
         receipt = conn.execute(q("erasure_receipt"), {"subject_hash": shash}).fetchone()
         exists = conn.execute(q("lock_subject"), {"subject_id": sid}).fetchone()
         if exists is None:
             conn.rollback()
-            if receipt is not None and receipt[2] is not None:
+            if receipt is not None and receipt[5] != "erasing":
                 return _receipt(conn, shash, already=True)
             raise admin.NotFound("subject", subject_id)
         conn.execute(q("erasure_begin"), {"subject_id": sid, "subject_hash": shash, "actor": actor})
@@ -236,6 +242,7 @@ def erase_subject(
                     "export_id": export_id,
                     "subject_id": sid,
                     "pseudonym": pseudonym(crypto.decrypt(master, salt_enc), str(sid)),
+                    "subject_hash": shash,
                 },
             )
         conn.commit()

@@ -1,8 +1,11 @@
 """The flows on schedules (`vitals flows serve`) and run once (`vitals flows run`).
 
-`vitals flows serve` serves three deployments with cron schedules from
+`vitals flows serve` serves four deployments with cron schedules from
 settings (UTC): groups hourly (`VITALS_GROUPS_CRON`), export nightly to
-region EU (`VITALS_EXPORT_CRON`), retention daily (`VITALS_RETENTION_CRON`).
+region EU (`VITALS_EXPORT_CRON`), retention daily (`VITALS_RETENTION_CRON`),
+and the purge of past exports every 10 minutes (`VITALS_PURGE_CRON`): the
+flows runner is where the exports are, so it works off the purge queue that
+erasure, research withdrawal and residency correction fill.
 With `PREFECT_API_URL` they register with that Prefect server; without it
 Prefect starts its temporary local server (see flows/common.py).
 
@@ -25,11 +28,12 @@ from prefect.deployments.runner import RunnerDeployment
 
 from flows.export import PROGRESS, export_flow, run_export
 from flows.groups import derive_groups, groups_flow
+from flows.purge import purge_flow, purge_from_settings
 from flows.retention import retention_flow, run_retention_from_settings
 from ingest.admin import InputError
 from ingest.settings import Settings
 
-FLOWS = ("groups", "export", "retention")
+FLOWS = ("groups", "export", "retention", "purge")
 
 
 def _deployment(flow_: Any, **kwargs: Any) -> RunnerDeployment:
@@ -56,6 +60,7 @@ def deployments(settings: Settings) -> list[RunnerDeployment]:
             cron=settings.retention_cron,
             parameters=schedule,
         ),
+        _deployment(purge_flow, name="vitals-purge", cron=settings.purge_cron, parameters=schedule),
     ]
 
 
@@ -81,6 +86,8 @@ def run_flow(
     use_prefect = common.prefect_server_configured() if via_prefect is None else via_prefect
     if name == "groups":
         return groups_flow(actor=actor) if use_prefect else derive_groups(url, actor=actor)
+    if name == "purge":
+        return purge_flow(actor=actor) if use_prefect else purge_from_settings(actor)
     if name == "retention":
         return (
             retention_flow(actor=actor)

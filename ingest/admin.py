@@ -290,6 +290,8 @@ def withdraw_consent(conn: psycopg.Connection, consent_id: str, actor: str) -> d
             q("insert_withdrawal"), {"consent_id": cid, "actor": actor}
         ).fetchone()[0]  # type: ignore[index]
         audit(conn, actor, "consent.withdraw", subject_id, consent_id=str(cid))
+        # Research withdrawn: past exports holding the subject are queued for purge.
+        conn.execute(q("queue_purge_research_withdrawn"), {"consent_id": cid})
     return {"consent_id": str(cid), "withdrawn_at": withdrawn_at.isoformat()}
 
 

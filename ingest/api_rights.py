@@ -8,6 +8,7 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from datetime import datetime
+from pathlib import Path
 from typing import Literal
 
 from fastapi import APIRouter, Request, Response
@@ -106,9 +107,28 @@ def erase_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
 @router.post(
     "/exports/purge",
     tags=["exports"],
-    summary="Rewrite past exports without erased or research-withdrawn subjects",
+    summary="Rewrite past exports without erased, research-withdrawn or re-resident subjects",
+    description="Where this server sees the export root it runs the purge: 200 with "
+    '`status: "done"` when every queued export was rewritten, 500 with `status: "failed"` '
+    "and the errors when an export's files are missing (its entries stay queued). Where it "
+    'does not, it fills the purge queue and answers 202 `status: "queued"`: the flows '
+    "runner's scheduled purge (`vitals flows serve`) does the rewrite.",
 )
 def purge_exports(request: Request, who: AsDpo) -> Response:
     rt = runtime(request)
     url = rt.settings.require_database_url()
-    return json_response(purge.purge_exports(url, rt.master, actor=who.actor))
+    if not Path(rt.settings.export_dir).is_dir():
+        queued = purge.pending(url, rt.master)
+        if queued["entries"]:
+            return json_response(
+                {
+                    "status": "queued",
+                    "export_root": "not visible to this server",
+                    "exports_purged": [],
+                    "failed": [],
+                    "pending": queued,
+                },
+                status=202,
+            )
+    result = purge.purge_exports(url, rt.master, actor=who.actor)
+    return json_response(result, status=500 if result["failed"] else 200)

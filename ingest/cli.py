@@ -120,12 +120,22 @@ def cmd_subject_export(args: argparse.Namespace, settings: Settings) -> int:
 
     with _connect(settings) as conn:
         if args.out:
-            with open(args.out, "wb") as out:
+            with _private_output(args.out) as out:
                 counts = write_extract(conn, args.subject_id, out, actor="cli")
             emit({"subject_id": args.subject_id, "out": args.out, **counts})
         else:
             write_extract(conn, args.subject_id, sys.stdout.buffer, actor="cli")
     return 0
+
+
+def _private_output(path: str) -> Any:
+    """Open for writing, mode 0600 (also when the file exists): an extract holds
+    everything about a person."""
+    import os
+
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
 
 
 def cmd_subject_erase(args: argparse.Namespace, settings: Settings) -> int:
@@ -140,8 +150,11 @@ def cmd_export_purge(args: argparse.Namespace, settings: Settings) -> int:
     from flows.purge import purge_exports
 
     master = settings.require_secret_key()
-    emit(purge_exports(settings.require_database_url(), master, actor="cli"))
-    return 0
+    result = purge_exports(settings.require_database_url(), master, actor="cli")
+    emit(result)
+    for failed in result["failed"]:
+        say(f"purge failed for export {failed['export_id']}: {failed['error']}")
+    return 1 if result["failed"] else 0
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
@@ -298,7 +311,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_flows_run(args: argparse.Namespace, settings: Settings) -> int:
     from flows.serve import run_flow
 
-    emit(run_flow(args.flow, settings, region=args.region, via_prefect=args.prefect or None))
+    result = run_flow(args.flow, settings, region=args.region, via_prefect=args.prefect or None)
+    emit(result)
+    if args.flow == "purge" and result.get("failed"):
+        say(f"purge failed for {len(result['failed'])} export(s); they stay queued")
+        return 1
     return 0
 
 
@@ -432,14 +449,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=8080)
     p.set_defaults(func=cmd_serve)
 
-    flows = sub.add_parser("flows", help="Prefect flows: groups, export, retention").add_subparsers(
-        dest="flows_command", required=True
-    )
+    flows = sub.add_parser(
+        "flows", help="Prefect flows: groups, export, retention, purge"
+    ).add_subparsers(dest="flows_command", required=True)
     run = flows.add_parser("run", help="run a flow now").add_subparsers(dest="flow", required=True)
     for name, help_ in (
         ("groups", "derive analytic user groups"),
         ("export", "write a pseudonymised Parquet export"),
         ("retention", "delete data past retention"),
+        ("purge", "rewrite past exports as the purge queue says (as `vitals export purge`)"),
     ):
         p = run.add_parser(name, help=help_)
         if name == "export":

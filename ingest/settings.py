@@ -62,6 +62,9 @@ class Settings(BaseSettings):
     groups_cron: str = "0 * * * *"
     export_cron: str = "30 2 * * *"
     retention_cron: str = "15 3 * * *"
+    # The purge queue (erasure, research withdrawal, residency correction) is
+    # worked off where the exports are: by the flows runner, every 10 minutes.
+    purge_cron: str = "*/10 * * * *"
 
     @field_validator("retention_days_default", "relationship_grace_days")
     @classmethod

@@ -73,6 +73,26 @@ WHERE g.valid_from <= %(cutoff)s
                 AND c.valid_from <= %(cutoff)s AND %(cutoff)s < c.valid_until
                 AND NOT EXISTS (SELECT 1 FROM consent_withdrawals w
                                 WHERE w.consent_id = c.consent_id))
+  -- ... and only memberships whose evidence the research consent covers: every
+  -- evidence key's reading types (%(evidence_types)s: key -> [types], [] for no
+  -- health data, null or missing for every type) within the subject's research
+  -- consents at the cut-off. Evidence aggregates readings of any provider, so
+  -- only a research consent not limited to one provider covers it.
+  AND NOT EXISTS (
+      SELECT 1
+      FROM jsonb_object_keys(g.evidence) AS k(key)
+      CROSS JOIN LATERAL (SELECT %(evidence_types)s::jsonb -> k.key AS need) n
+      WHERE CASE
+          WHEN n.need IS NULL OR jsonb_typeof(n.need) <> 'array' THEN
+              NOT EXISTS (SELECT 1 FROM export_consents c
+                          WHERE c.subject_id = g.subject_id AND c.provider_id IS NULL
+                            AND c.types IS NULL)
+          ELSE EXISTS (
+              SELECT 1 FROM jsonb_array_elements_text(n.need) AS t(type)
+              WHERE NOT EXISTS (SELECT 1 FROM export_consents c
+                                WHERE c.subject_id = g.subject_id AND c.provider_id IS NULL
+                                  AND (c.types IS NULL OR t.type = ANY (c.types))))
+      END)
 ORDER BY m.pseudonym, g.group_key
 
 -- name: export_insert
@@ -86,3 +106,13 @@ COPY export_subjects (export_id, subject_id) FROM STDIN
 
 -- name: export_salt
 SELECT salt_enc, region, cutoff, path FROM exports WHERE export_id = %(export_id)s
+
+-- name: export_erasure_lock_shared
+-- Held (session level) by every running export from before its snapshot to
+-- after its commit; erasure takes it exclusively before it marks a subject
+-- 'erasing', so an export either sees the subject as erasing (and leaves it
+-- out) or commits first (and the erasure queues it for purge).
+SELECT pg_advisory_lock_shared(7669746165787074)
+
+-- name: export_erasure_unlock_shared
+SELECT pg_advisory_unlock_shared(7669746165787074)

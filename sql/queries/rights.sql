@@ -35,10 +35,25 @@ INSERT INTO erasure_receipts (subject_hash, erased_by)
 SELECT %(subject_hash)s, %(actor)s FROM s
 ON CONFLICT (subject_hash) DO NOTHING
 
+-- name: erasure_export_lock
+-- Waits for running exports to commit (see export_erasure_lock_shared).
+SELECT pg_advisory_xact_lock(7669746165787074)
+
+-- name: queue_purge_research_withdrawn
+-- A research consent was withdrawn: every export still holding the subject
+-- is queued for purge.
+INSERT INTO export_purge_queue (export_id, subject_id, cause)
+SELECT es.export_id, es.subject_id, 'research_withdrawn'
+FROM consents c
+JOIN export_subjects es ON es.subject_id = c.subject_id
+WHERE c.consent_id = %(consent_id)s AND c.purpose = 'research' AND es.purged_at IS NULL
+ON CONFLICT DO NOTHING
+
 -- name: erasure_queue_exports
--- Step 2: remember which past exports hold the subject, by pseudonym.
-INSERT INTO export_purge_queue (export_id, pseudonym, cause)
-SELECT es.export_id, %(pseudonym)s, 'erasure'
+-- Step 2: remember which past exports hold the subject, by pseudonym, with
+-- the receipt that stays 'pending_purge' until the purge has done them all.
+INSERT INTO export_purge_queue (export_id, pseudonym, cause, subject_hash)
+SELECT es.export_id, %(pseudonym)s, 'erasure', %(subject_hash)s
 FROM export_subjects es
 WHERE es.subject_id = %(subject_id)s AND es.export_id = %(export_id)s
 ON CONFLICT DO NOTHING
@@ -107,12 +122,26 @@ SET counts = counts || (
 WHERE subject_hash = %(subject_hash)s
 
 -- name: erasure_finish
-WITH s AS (DELETE FROM subjects WHERE subject_id = %(subject_id)s RETURNING 1)
-UPDATE erasure_receipts SET completed_at = now() WHERE subject_hash = %(subject_hash)s
+-- The database holds nothing of the subject now; the erasure is complete
+-- only when no export is still queued for purge under this receipt.
+WITH s AS (DELETE FROM subjects WHERE subject_id = %(subject_id)s RETURNING 1),
+pending AS (
+    SELECT EXISTS (SELECT 1 FROM export_purge_queue
+                   WHERE subject_hash = %(subject_hash)s) AS any
+)
+UPDATE erasure_receipts
+SET database_erased_at = coalesce(database_erased_at, now()),
+    status = CASE WHEN pending.any THEN 'pending_purge' ELSE 'complete' END,
+    completed_at = CASE WHEN pending.any THEN NULL ELSE coalesce(completed_at, now()) END
+FROM pending
+WHERE subject_hash = %(subject_hash)s
 
 -- name: erasure_receipt
-SELECT subject_hash, requested_at, completed_at, erased_by, counts
-FROM erasure_receipts WHERE subject_hash = %(subject_hash)s
+SELECT r.subject_hash, r.requested_at, r.completed_at, r.erased_by, r.counts, r.status,
+       r.database_erased_at,
+       (SELECT count(DISTINCT export_id) FROM export_purge_queue q
+        WHERE q.subject_hash = r.subject_hash) AS exports_pending_purge
+FROM erasure_receipts r WHERE r.subject_hash = %(subject_hash)s
 
 -- name: mark_reading_erroneous
 UPDATE readings SET erroneous = %(erroneous)s
@@ -137,24 +166,98 @@ DELETE FROM links WHERE subject_id = %(subject_id)s AND provider_id = %(provider
   AND user_ref = %(user_ref)s
 RETURNING provider_id
 
+-- name: queue_purge_residency
+-- A subject corrected to residency FI may be in past exports to region EU,
+-- where FI residents never go: queue those exports for purge.
+INSERT INTO export_purge_queue (export_id, subject_id, cause)
+SELECT es.export_id, es.subject_id, 'residency'
+FROM export_subjects es
+JOIN exports e USING (export_id)
+JOIN subjects s ON s.subject_id = es.subject_id
+WHERE es.subject_id = %(subject_id)s AND es.purged_at IS NULL
+  AND s.residency = 'FI' AND e.region = 'EU'
+ON CONFLICT DO NOTHING
+
+-- name: purge_lock
+-- One purge at a time (CLI, API, scheduled flow): two would rewrite the same files.
+SELECT pg_advisory_lock(7669746170757267)
+
+-- name: purge_orphans
+-- Disclosure-log rows of subjects that no longer exist (an export that
+-- committed while its subject was being erased): their rows must go from the
+-- export, and the raw subject id from the log.
+SELECT es.export_id, es.subject_id, e.salt_enc
+FROM export_subjects es JOIN exports e USING (export_id)
+WHERE NOT EXISTS (SELECT 1 FROM subjects s WHERE s.subject_id = es.subject_id)
+ORDER BY es.export_id, es.subject_id
+
+-- name: purge_queue_pseudonym
+INSERT INTO export_purge_queue (export_id, pseudonym, cause, subject_hash)
+VALUES (%(export_id)s, %(pseudonym)s, 'erasure', %(subject_hash)s)
+ON CONFLICT DO NOTHING
+
+-- name: purge_forget_orphan
+DELETE FROM export_subjects
+WHERE export_id = %(export_id)s AND subject_id = %(subject_id)s
+  AND NOT EXISTS (SELECT 1 FROM subjects s WHERE s.subject_id = %(subject_id)s)
+
+-- name: purge_detect
+-- Subjects still in an export (not purged from it) who may no longer be
+-- there: no unwithdrawn research consent covering now (withdrawn, expired),
+-- or FI residents in an export to region EU. Catches what raced an export.
+INSERT INTO export_purge_queue (export_id, subject_id, cause)
+SELECT es.export_id, es.subject_id,
+       CASE WHEN s.residency = 'FI' AND e.region = 'EU' THEN 'residency'
+            ELSE 'research_withdrawn' END
+FROM export_subjects es
+JOIN exports e USING (export_id)
+JOIN subjects s ON s.subject_id = es.subject_id
+WHERE es.purged_at IS NULL
+  AND ((s.residency = 'FI' AND e.region = 'EU')
+       OR NOT EXISTS (
+           SELECT 1 FROM consents c
+           WHERE c.subject_id = es.subject_id AND c.purpose = 'research'
+             AND c.valid_from <= now() AND now() < c.valid_until
+             AND NOT EXISTS (SELECT 1 FROM consent_withdrawals w
+                             WHERE w.consent_id = c.consent_id)))
+ON CONFLICT DO NOTHING
+
+-- name: purge_pending_count
+SELECT count(*) AS entries, count(DISTINCT export_id) AS exports FROM export_purge_queue
+
 -- name: purge_exports
-SELECT export_id, path, salt_enc FROM exports ORDER BY created_at
+-- Exports with queued work, oldest first.
+SELECT e.export_id, e.path, e.salt_enc
+FROM exports e
+WHERE EXISTS (SELECT 1 FROM export_purge_queue q WHERE q.export_id = e.export_id)
+ORDER BY e.created_at, e.export_id
 
 -- name: purge_queued
-SELECT pseudonym FROM export_purge_queue WHERE export_id = %(export_id)s
+-- This export's queue entries; the ones read now are the ones marked done.
+SELECT queue_id, pseudonym, subject_id
+FROM export_purge_queue WHERE export_id = %(export_id)s
+ORDER BY queue_id
 
--- name: purge_research_withdrawn
--- Subjects disclosed in an export who no longer hold a research consent now.
-SELECT es.subject_id
-FROM export_subjects es
-WHERE es.export_id = %(export_id)s
-  AND NOT EXISTS (
-      SELECT 1 FROM consents c
-      WHERE c.subject_id = es.subject_id AND c.purpose = 'research'
-        AND c.valid_from <= now() AND now() < c.valid_until
-        AND NOT EXISTS (SELECT 1 FROM consent_withdrawals w WHERE w.consent_id = c.consent_id))
+-- name: purge_failed
+UPDATE export_purge_queue
+SET attempts = attempts + 1, last_attempt_at = now(), last_error = %(error)s
+WHERE queue_id = ANY (%(queue_ids)s)
 
 -- name: purge_done
-WITH d AS (DELETE FROM export_purge_queue WHERE export_id = %(export_id)s)
+-- The export is rewritten: its entries leave the queue and its subjects are
+-- marked purged in the disclosure log.
+WITH d AS (
+    DELETE FROM export_purge_queue WHERE queue_id = ANY (%(queue_ids)s)
+), es AS (
+    UPDATE export_subjects SET purged_at = now()
+    WHERE export_id = %(export_id)s AND subject_id = ANY (%(subject_ids)s)
+)
 UPDATE exports SET purged_at = now(), row_count = %(row_count)s
 WHERE export_id = %(export_id)s
+
+-- name: purge_complete_receipts
+-- Erasures whose exports are all purged are complete.
+UPDATE erasure_receipts er
+SET status = 'complete', completed_at = now()
+WHERE er.status = 'pending_purge'
+  AND NOT EXISTS (SELECT 1 FROM export_purge_queue q WHERE q.subject_hash = er.subject_hash)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import struct
 from collections import Counter
@@ -333,3 +334,111 @@ def test_analyst_doc_examples_run_on_a_real_export(
     per_person = pandas_ns["per_person"]
     assert int(per_person["count"].sum()) == 3 + 2 + 1 + 1  # heart rate and body weight rows
     assert len(pandas_ns["groups"]) == 1
+
+
+def group_rows(conn: psycopg.Connection, subject: Subject, key: str, evidence: dict) -> None:
+    conn.execute(
+        "INSERT INTO group_memberships (subject_id, group_key, rule_version, evidence,"
+        " valid_from) VALUES (%s, %s, 'v1', %s, now() - interval '1 day')",
+        (subject.subject_id, key, json.dumps(evidence)),
+    )
+
+
+WINDOW = {"window_from": "2026-01-01T00:00:00+00:00", "window_until": "2026-01-31T00:00:00+00:00"}
+EVIDENCE = {
+    "heart_rate_high": {"hr_n": 12, "hr_median": 104.5, "min_readings": 10, **WINDOW},
+    "blood_pressure_stage_2": {
+        "bp_n": 6,
+        "systolic_mean": 151.25,
+        "diastolic_mean": 97.5,
+        "min_readings": 3,
+        **WINDOW,
+    },
+    "engagement_regular": {"readings_n": 40, "active_day_ratio": 0.9, "min_readings": 24},
+}
+
+
+def test_only_what_the_research_consent_covers_is_exported(
+    db_url: str,
+    conn: psycopg.Connection,
+    registry: Registry,
+    master_key: bytes,
+    tmp_path: Path,
+) -> None:
+    """Issue 3: group rows are derived under analytics consent; research may cover less."""
+    names: dict[str, Subject] = {}
+    for name, research in (
+        ("hr_only", {"types": ["heart-rate"]}),
+        ("everything", {}),
+        ("one_provider", {"provider_id": registry.provider_id}),
+    ):
+        s = registry.subject(("collection", "analytics"))
+        admin.grant_consent(conn, s.subject_id, "research", "test", **research)
+        conn.commit()
+        registry.readings(s, "heart-rate", [(D1, 101), (D2, 108)])
+        registry.readings(s, "blood-pressure", [(D1, (150, 97)), (D2, (152, 98))])
+        for key, evidence in EVIDENCE.items():
+            group_rows(conn, s, key, evidence)
+        names[name] = s
+    conn.commit()
+
+    e = run_export(db_url, master_key, tmp_path, "EU")
+    salt = export_salt(conn, master_key, e["export_id"])
+    who = {pseudonym(salt, s.subject_id): name for name, s in names.items()}
+    groups = pq.read_table(Path(e["path"]) / "groups").to_pylist()
+    by_subject: dict[str, set[str]] = {name: set() for name in names}
+    for row in groups:
+        by_subject[who[row["pseudonym"]]].add(row["group_key"])
+    assert by_subject == {
+        "hr_only": {"heart_rate_high"},  # not the BP group, nor engagement (every type)
+        "everything": set(EVIDENCE),
+        "one_provider": set(),  # evidence aggregates every provider's readings
+    }
+    hr_only = [r for r in groups if who[r["pseudonym"]] == "hr_only"]
+    text = json.dumps(hr_only, default=str)
+    assert "systolic" not in text and "151.25" not in text
+
+    readings = readings_table(Path(e["path"])).to_pylist()
+    types: dict[str, set[str]] = {name: set() for name in names}
+    for r in readings:
+        types[who[r["pseudonym"]]].add(r["type"])
+    assert types == {
+        "hr_only": {"heart-rate"},
+        "everything": {"heart-rate", "blood-pressure"},
+        "one_provider": {"heart-rate", "blood-pressure"},  # its provider's readings
+    }
+    assert read_manifest(Path(e["path"]))["rows"] == {"readings": 2 + 6 + 6, "groups": 4}
+
+
+def test_export_and_purge_files_are_private(
+    db_url: str,
+    conn: psycopg.Connection,
+    people: dict[str, Subject],
+    master_key: bytes,
+    tmp_path: Path,
+) -> None:
+    """Issue 13: files 0600, directories 0700, whatever the umask lets through."""
+    from flows.purge import purge_exports
+
+    def modes(root: Path) -> set[tuple[str, int]]:
+        return {
+            ("dir" if p.is_dir() else "file", p.stat().st_mode & 0o777)
+            for p in [root, *root.rglob("*")]
+        }
+
+    old = os.umask(0o022)
+    try:
+        root = tmp_path / "exports"
+        e = run_export(db_url, master_key, root, "FI")
+        assert modes(root) == {("dir", 0o700), ("file", 0o600)}
+        assert len(list(root.rglob("*.parquet"))) > 3
+        # The purge's rewrites and manifest too.
+        admin.withdraw_consent(conn, people["p1"].consents["research"], "test")
+        conn.commit()
+        before = {p: p.stat().st_ino for p in Path(e["path"]).rglob("*.parquet")}
+        assert purge_exports(db_url, master_key, actor="test")["exports_purged"]
+        after = {p: p.stat().st_ino for p in Path(e["path"]).rglob("*.parquet")}
+        assert any(before.get(p) != ino for p, ino in after.items())  # files were rewritten
+        assert modes(root) == {("dir", 0o700), ("file", 0o600)}
+    finally:
+        os.umask(old)

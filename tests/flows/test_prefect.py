@@ -72,7 +72,10 @@ def test_each_flow_runs_through_prefect(
 
 def test_deployments_carry_the_cron_schedules_from_settings() -> None:
     settings = Settings(
-        groups_cron="7 * * * *", export_cron="45 1 * * *", retention_cron="5 4 * * *"
+        groups_cron="7 * * * *",
+        export_cron="45 1 * * *",
+        retention_cron="5 4 * * *",
+        purge_cron="*/5 * * * *",
     )
     found = {
         d.name: ([s.schedule.cron for s in d.schedules], d.parameters)  # type: ignore[union-attr]
@@ -82,6 +85,8 @@ def test_deployments_carry_the_cron_schedules_from_settings() -> None:
         "vitals-groups-hourly": (["7 * * * *"], {"actor": "prefect:schedule"}),
         "vitals-export-nightly": (["45 1 * * *"], {"region": "EU", "actor": "prefect:schedule"}),
         "vitals-retention-daily": (["5 4 * * *"], {"actor": "prefect:schedule"}),
+        # The purge queue is worked off where the exports are (issue 2).
+        "vitals-purge": (["*/5 * * * *"], {"actor": "prefect:schedule"}),
     }
 
 

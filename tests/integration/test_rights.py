@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -175,7 +176,29 @@ def test_erase_unknown_subject_is_refused(db_url: str, master_key: bytes) -> Non
 
 def test_cli_extract_to_file(cli_env: dict, person: dict, tmp_path) -> None:  # type: ignore[no-untyped-def]
     out = tmp_path / "extract.json"
-    r = subprocess.run(
+    out.write_bytes(b"an older file, world-readable")
+    out.chmod(0o644)
+    old_umask = os.umask(0o022)
+    try:
+        r = _extract_cli(cli_env, person, out)
+    finally:
+        os.umask(old_umask)
+    assert r.returncode == 0, r.stderr
+    assert orjson.loads(r.stdout)["readings"] == 30
+    assert len(orjson.loads(out.read_bytes())["readings"]) == 30
+    # Issue 13: an extract holds everything about a person: owner-only.
+    assert out.stat().st_mode & 0o777 == 0o600
+    fresh = tmp_path / "fresh.json"
+    old_umask = os.umask(0o022)
+    try:
+        assert _extract_cli(cli_env, person, fresh).returncode == 0
+    finally:
+        os.umask(old_umask)
+    assert fresh.stat().st_mode & 0o777 == 0o600
+
+
+def _extract_cli(cli_env: dict, person: dict, out) -> subprocess.CompletedProcess:  # type: ignore[no-untyped-def]
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -191,6 +214,3 @@ def test_cli_extract_to_file(cli_env: dict, person: dict, tmp_path) -> None:  # 
         text=True,
         timeout=60,
     )
-    assert r.returncode == 0, r.stderr
-    assert orjson.loads(r.stdout)["readings"] == 30
-    assert len(orjson.loads(out.read_bytes())["readings"]) == 30

@@ -153,7 +153,10 @@ def test_subject_rights_end_to_end(
         with pytest.raises(RuntimeError):
             rights.erase_subject(db_url, master_key, sid, "dpo", crash_after="readings")
         receipt = vitals(cli_env, "subject", "erase", sid)
-        assert receipt["completed_at"] and receipt["counts"]["readings"] == 120
+        assert receipt["counts"]["readings"] == 120
+        # The database is done; the erasure is complete only once both exports are purged.
+        assert receipt["status"] == "pending_purge" and receipt["completed_at"] is None
+        assert receipt["exports_pending_purge"] == 2
         purged = vitals(cli_env, "export", "purge")["exports_purged"]
         assert sorted(p["export_id"] for p in purged) == sorted(e["export_id"] for e in exports)
 
