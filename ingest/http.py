@@ -39,8 +39,9 @@ from ingest.settings import Settings
 from ingest.webhook_auth import (
     PROVIDER_CACHE_TTL_S,
     SIGNATURE_HEADER,
+    SIGNATURE_MISMATCH,
     ProviderCache,
-    verify_signature,
+    parse_signature,
 )
 from ingest.writer import Writer
 
@@ -225,8 +226,13 @@ _WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
 # Body handling -------------------------------------------------------------------
 
 
-async def read_limited(request: Request, limit: int) -> bytes | None:
-    """The raw body, or None as soon as it exceeds `limit` bytes (rest unread)."""
+async def read_limited(
+    request: Request, limit: int, on_chunk: Callable[[bytes], object] | None = None
+) -> bytes | None:
+    """The raw body, or None as soon as it exceeds `limit` bytes (rest unread).
+
+    `on_chunk` sees every chunk as it arrives (the signature's HMAC is fed here).
+    """
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         return None
@@ -236,6 +242,8 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
         size += len(chunk)
         if size > limit:
             return None
+        if on_chunk is not None:
+            on_chunk(chunk)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -437,12 +445,18 @@ async def _webhook(
             return unavailable()
     if provider is None or not provider.active:
         return error(404, "unknown_provider", "no active provider with this id")
-    body = await read_limited(request, MAX_BODY_BYTES)
+    # A missing, garbled or stale header is refused before a byte of the body is
+    # read; the HMAC is computed while the body streams in, and checked before
+    # the body is parsed.
+    header = parse_signature(signature, time.time())
+    if isinstance(header, str):
+        return error(401, "bad_signature", header)
+    mac = header.start(provider.secret)
+    body = await read_limited(request, MAX_BODY_BYTES, mac.update)
     if body is None:
         return error(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
-    problem = verify_signature(signature, provider.secret, body, time.time())
-    if problem:
-        return error(401, "bad_signature", problem)
+    if not header.matches(mac):
+        return error(401, "bad_signature", SIGNATURE_MISMATCH)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
