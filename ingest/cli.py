@@ -183,7 +183,9 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
     with _connect(settings) as conn:
-        result = admin.create_token(conn, args.name, args.role, actor="cli")
+        result = admin.create_token(
+            conn, args.name, args.role, actor="cli", expires_in_days=args.expires_in
+        )
         conn.commit()
     emit(result)
     return 0
@@ -396,6 +398,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = token.add_parser("create", help="create a bearer token")
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=["admin", "dpo", "analyst"])
+    p.add_argument(
+        "--expires-in",
+        type=int,
+        default=90,
+        metavar="DAYS",
+        help="days until the token stops working (1-365, default 90)",
+    )
     p.set_defaults(func=cmd_token_create)
 
     p = sub.add_parser("serve", help="the HTTP API (webhooks, admin, health, metrics)")

@@ -324,7 +324,8 @@ def create_app(
     pool: psycopg_pool.ConnectionPool | None = None,
     demo: bool = False,
 ) -> FastAPI:
-    """Build the app. Refuses (SettingsError) a short or placeholder secret key.
+    """Build the app. Refuses (SettingsError) a short or placeholder secret key or
+    VITALS_ADMIN_TOKEN.
 
     With `pool`, the caller owns it; otherwise the lifespan opens one from
     VITALS_DATABASE_URL and closes it at shutdown.
@@ -332,7 +333,7 @@ def create_app(
     master = settings.require_secret_key(demo=demo)
     if pool is None:
         settings.require_database_url()
-    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    token = settings.require_admin_token(demo=demo)  # refuses a short one outside demo
     rt = Runtime(
         settings=settings,
         master=master,
