@@ -63,6 +63,22 @@ def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_db_app_role(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.migrate import APP_ROLE, enable_app_login
+
+    if settings.app_database_password is None:
+        raise SettingsError("VITALS_APP_DATABASE_PASSWORD is required")
+    try:
+        enable_app_login(
+            settings.require_database_url(), settings.app_database_password.get_secret_value()
+        )
+    except ValueError as e:
+        raise SettingsError(f"VITALS_APP_DATABASE_PASSWORD: {e}") from None
+    say(f"role {APP_ROLE} may log in with VITALS_APP_DATABASE_PASSWORD")
+    emit({"role": APP_ROLE, "login": True})
+    return 0
+
+
 def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
@@ -317,6 +333,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("migrate", help="apply sql/ migrations").set_defaults(func=cmd_db_migrate)
+    db.add_parser(
+        "app-role",
+        help="let the application role vitals_app log in with VITALS_APP_DATABASE_PASSWORD",
+    ).set_defaults(func=cmd_db_app_role)
 
     broker = sub.add_parser("broker", help="Mosquitto set-up").add_subparsers(
         dest="broker_command", required=True

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     mqtt_admin_url: SecretStr | None = None
     secret_key: SecretStr | None = None
     admin_token: SecretStr | None = None
+    # Password `vitals db app-role` gives the application's database role.
+    app_database_password: SecretStr | None = None
     export_dir: Path = Path("./exports")
 
     # Writer tuning.
