@@ -515,8 +515,10 @@ def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None
     drains the coalescing writer (every answered request is committed); the
     process then exits 0.
     """
-    logs.configure()
     app = create_app(settings)  # refuses a placeholder key before binding the port
+    # After create_app: building the app imports the flows, and importing
+    # Prefect replaces uvicorn's log handlers with plain-text ones.
+    logs.configure()
     log.info("serving", extra={"event": "serve", "host": host, "port": port})
     config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
     _Server(config).run()
