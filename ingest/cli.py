@@ -304,9 +304,29 @@ def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
     from ingest.http import serve
 
-    serve(settings, host=args.host, port=args.port)
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise SettingsError("--ssl-certfile and --ssl-keyfile go together")
+    for option, path in (
+        ("--ssl-certfile", args.ssl_certfile),
+        ("--ssl-keyfile", args.ssl_keyfile),
+    ):
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{option}: no such file {path}")
+    if args.admin_port is not None and args.admin_port == args.port:
+        raise SettingsError("--admin-port must differ from --port")
+    serve(
+        settings,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+    )
     return 0
 
 
@@ -430,6 +450,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("serve", help="the HTTP API (webhooks, admin, health, metrics)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--ssl-certfile", help="PEM certificate (chain): serve HTTPS only")
+    p.add_argument("--ssl-keyfile", help="PEM private key of --ssl-certfile")
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        help="serve the admin API, /docs and /metrics only on this port; --port then "
+        "serves the webhook, /healthz and /readyz only",
+    )
+    p.add_argument("--admin-host", default="127.0.0.1", help="address of --admin-port")
     p.set_defaults(func=cmd_serve)
 
     flows = sub.add_parser("flows", help="Prefect flows: groups, export, retention").add_subparsers(

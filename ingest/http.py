@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import signal
 import threading
 import time
@@ -315,6 +316,46 @@ class RequestMetrics:
                 )
 
 
+_WEBHOOK_PATH = re.compile(r"/v1/providers/[^/]+/readings")
+PUBLIC_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})
+
+
+class PublicListener:
+    """With a separate admin listener, every other listener (the public one) serves
+    only the webhook and the health checks: the admin API, /docs, /openapi.json
+    and /metrics answer 404 there, before any route, body or token is looked at."""
+
+    def __init__(self, app: ASGIApp, admin_port: int) -> None:
+        self.app = app
+        self.admin_port = admin_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            body = orjson.dumps({"error": "not_found", "detail": "not served on this listener"})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        server = scope.get("server")
+        if server and server[1] == self.admin_port:
+            return True
+        method, path = scope["method"], scope["path"]
+        if (method, path) in PUBLIC_ROUTES:
+            return True
+        return method == "POST" and _WEBHOOK_PATH.fullmatch(path) is not None
+
+
 # The app ------------------------------------------------------------------------
 
 
@@ -323,12 +364,15 @@ def create_app(
     *,
     pool: psycopg_pool.ConnectionPool | None = None,
     demo: bool = False,
+    admin_port: int | None = None,
 ) -> FastAPI:
     """Build the app. Refuses (SettingsError) a short or placeholder secret key or
     VITALS_ADMIN_TOKEN.
 
     With `pool`, the caller owns it; otherwise the lifespan opens one from
-    VITALS_DATABASE_URL and closes it at shutdown.
+    VITALS_DATABASE_URL and closes it at shutdown. With `admin_port`, only a
+    listener on that port serves the admin API, /docs and /metrics; any other
+    serves the webhook and health checks only (`PublicListener`).
     """
     master = settings.require_secret_key(demo=demo)
     if pool is None:
@@ -374,6 +418,8 @@ def create_app(
     )
     app.state.runtime = rt
     app.add_middleware(RequestMetrics)
+    if admin_port is not None:
+        app.add_middleware(PublicListener, admin_port=admin_port)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     def healthz() -> dict[str, str]:
@@ -508,20 +554,45 @@ async def _webhook(
     )
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    admin_host: str = "127.0.0.1",
+    admin_port: int | None = None,
+) -> None:
     """`vitals serve`: JSON logs, then uvicorn until SIGINT/SIGTERM.
+
+    With `ssl_certfile`/`ssl_keyfile`, every listener speaks TLS only. With
+    `admin_port`, a second listener on `admin_host:admin_port` serves the admin
+    API, /docs and /metrics, and the public one (`host:port`) only the webhook
+    and health checks.
 
     A signal stops accepting connections, lets in-flight requests finish, and
     drains the coalescing writer (every answered request is committed); the
     process then exits 0.
     """
-    app = create_app(settings)  # refuses a placeholder key before binding the port
+    # Refuses a placeholder key or token before binding a port.
+    app = create_app(settings, admin_port=admin_port)
     # After create_app: building the app imports the flows, and importing
     # Prefect replaces uvicorn's log handlers with plain-text ones.
     logs.configure()
+    tls = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile} if ssl_certfile else {}
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, **tls)  # type: ignore[arg-type]
+    if admin_port is None:
+        log.info("serving", extra={"event": "serve", "host": host, "port": port})
+        _Server(config).run()
+        return
+    public = config.bind_socket()
+    admin = uvicorn.Config(app, host=admin_host, port=admin_port, log_config=None).bind_socket()
     log.info("serving", extra={"event": "serve", "host": host, "port": port})
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
-    _Server(config).run()
+    log.info(
+        "serving admin", extra={"event": "serve_admin", "host": admin_host, "port": admin_port}
+    )
+    _Server(config).run(sockets=[public, admin])
 
 
 class _Server(uvicorn.Server):
