@@ -284,6 +284,9 @@ def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
             force=args.force,
             user=args.user,
             plugin=Path(args.plugin) if args.plugin else None,
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+            tls_port=args.tls_port,
             **passwords,
         )
     except (BrokerError, ValueError) as e:
@@ -373,6 +376,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take the account passwords from VITALS_MQTT_URL/_ADMIN_URL",
     )
+    p.add_argument("--tls-cert", help="PEM certificate (chain): add a TLS listener")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (readable by --user)")
+    p.add_argument("--tls-port", type=int, default=8883, help="port of the TLS listener")
     p.set_defaults(func=cmd_broker_init)
 
     p = sub.add_parser("mqtt", help="the MQTT ingester (SIGTERM drains, commits, acknowledges)")
