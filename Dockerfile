@@ -33,5 +33,5 @@ ENV PATH=/opt/venv/bin:$PATH \
 WORKDIR /app
 RUN mkdir -p /exports /app/.prefect && chown vitals:vitals /exports /app/.prefect
 USER vitals
-EXPOSE 8080 9100
+EXPOSE 8080 8443 8081 9100
 CMD ["vitals", "serve", "--host", "0.0.0.0", "--port", "8080"]
