@@ -422,8 +422,11 @@ def test_readyz_is_503_while_migrations_are_pending(pg_server_url: str) -> None:
 
 def test_logs_are_json_without_values_or_personal_identifiers(api: Api, world: World) -> None:
     buffer = io.StringIO()
-    logger = logging.getLogger("vitals")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
+    # configure() rewires every logger of the process: put them all back after.
+    everyone = [logging.getLogger()] + [
+        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in everyone]
     logs.configure(stream=buffer)
     try:
         point = data_point(world.user_ref, value=187)
@@ -433,7 +436,8 @@ def test_logs_are_json_without_values_or_personal_identifiers(api: Api, world: W
         while "/v1/subjects/{subject_id}" not in buffer.getvalue() and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
+        for lg, handlers, level, propagate in saved:
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
         logging.getLogger("uvicorn.access").disabled = False
     lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
     events = {line.get("event") for line in lines}
