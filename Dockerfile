@@ -34,5 +34,5 @@ WORKDIR /app
 RUN mkdir -p /exports /app/.prefect /var/lib/vitals-mqtt \
  && chown vitals:vitals /exports /app/.prefect /var/lib/vitals-mqtt
 USER vitals
-EXPOSE 8080 9100
+EXPOSE 8080 8443 8081 9100
 CMD ["vitals", "serve", "--host", "0.0.0.0", "--port", "8080"]

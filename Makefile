@@ -83,5 +83,6 @@ compose-check: venv
 	    ln -sf $(abspath $(BIN))/docker-compose $$HOME/.docker/cli-plugins/docker-compose; \
 	fi
 	out=$$(POSTGRES_PASSWORD=ci VITALS_SECRET_KEY=ci VITALS_MQTT_PASSWORD=ci \
-	    VITALS_MQTT_ADMIN_PASSWORD=ci docker compose config -q 2>&1); \
+	    VITALS_MQTT_ADMIN_PASSWORD=ci VITALS_APP_DATABASE_PASSWORD=ci \
+	    docker compose config -q 2>&1); \
 	    if [ -n "$$out" ]; then echo "$$out"; exit 1; fi; echo "docker compose config: ok"

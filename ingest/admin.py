@@ -23,6 +23,8 @@ from schemas.reading import TYPES
 PURPOSES = ("collection", "location", "analytics", "research")
 RESIDENCIES = ("FI", "EU")
 ROLES = ("admin", "dpo", "analyst")
+TOKEN_DAYS_DEFAULT = 90
+TOKEN_DAYS_MAX = 365
 
 
 class InputError(ValueError):
@@ -304,17 +306,38 @@ def consent_history(conn: psycopg.Connection, subject_id: str | uuid.UUID) -> li
 # Tokens ----------------------------------------------------------------------
 
 
-def create_token(conn: psycopg.Connection, name: str, role: str, actor: str) -> dict[str, str]:
+def create_token(
+    conn: psycopg.Connection,
+    name: str,
+    role: str,
+    actor: str,
+    expires_in_days: int = TOKEN_DAYS_DEFAULT,
+) -> dict[str, str]:
+    """A new bearer token (returned once, stored hashed) valid for `expires_in_days`."""
     if role not in ROLES:
         raise InputError("invalid_role", f"role must be one of {', '.join(ROLES)}")
+    if not 1 <= expires_in_days <= TOKEN_DAYS_MAX:
+        raise InputError(
+            "invalid_expiry",
+            f"a token expires in 1 to {TOKEN_DAYS_MAX} days, not {expires_in_days}",
+        )
     token = "vt_" + secrets.token_urlsafe(32)
-    conn.execute(
-        q("insert_token"), {"token_hash": crypto.token_hash(token), "name": name, "role": role}
-    )
-    audit(conn, actor, "token.create", name=name, role=role)
-    return {"token": token, "name": name, "role": role}
+    row = conn.execute(
+        q("insert_token"),
+        {
+            "token_hash": crypto.token_hash(token),
+            "name": name,
+            "role": role,
+            "days": expires_in_days,
+        },
+    ).fetchone()
+    assert row is not None
+    expires_at: datetime = row[0]
+    audit(conn, actor, "token.create", name=name, role=role, expires_at=expires_at.isoformat())
+    return {"token": token, "name": name, "role": role, "expires_at": expires_at.isoformat()}
 
 
 def token_role(conn: psycopg.Connection, token: str) -> tuple[str, str] | None:
+    """(name, role) of an unrevoked, unexpired token; else None."""
     row = conn.execute(q("token_role"), {"token_hash": crypto.token_hash(token)}).fetchone()
     return (row[0], row[1]) if row else None

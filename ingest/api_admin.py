@@ -80,7 +80,7 @@ def require(*roles: str) -> Any:
             raise ApiError(401, "unauthenticated", "send Authorization: Bearer TOKEN")
         principal = authenticate(runtime(request), credentials.credentials)
         if principal is None:
-            raise ApiError(401, "unauthenticated", "unknown or revoked token")
+            raise ApiError(401, "unauthenticated", "unknown, expired or revoked token")
         if principal.role not in roles:
             raise ApiError(403, "forbidden", f"role {principal.role} may not do this")
         return principal
@@ -131,6 +131,12 @@ class ProviderStatusIn(BaseModel):
 class TokenIn(BaseModel):
     name: str = Field(examples=["dpo-alice"])
     role: Literal["admin", "dpo", "analyst"]
+    expires_in_days: int = Field(
+        admin.TOKEN_DAYS_DEFAULT,
+        ge=1,
+        le=admin.TOKEN_DAYS_MAX,
+        description="Days until the token stops working",
+    )
 
 
 class LinkIn(BaseModel):
@@ -226,7 +232,7 @@ def set_provider_status(
 )
 def create_token(body: TokenIn, request: Request, who: AsAdmin) -> Response:
     with transaction(runtime(request)) as conn:
-        result = admin.create_token(conn, body.name, body.role, who.actor)
+        result = admin.create_token(conn, body.name, body.role, who.actor, body.expires_in_days)
     result["token_id"] = crypto.token_hash(result["token"]).hex()
     return json_response(result, 201)
 

@@ -232,6 +232,19 @@ connection_messages true
 """
 
 
+def _tls_listener_text(host: str, port: int, cert: Path, key: Path) -> str:
+    """A second listener that speaks TLS only, beside the plain one (which then
+    need not be reachable from outside: compose publishes only this one)."""
+    return f"""
+# TLS listener for devices and partners (vitals broker init --tls-cert/--tls-key).
+# Must come after every global option: the lines below belong to this listener.
+listener {port} {host}
+certfile {cert}
+keyfile {key}
+tls_version tlsv1.2
+"""
+
+
 def _write_file(path: Path, text: str, mode: int) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
@@ -276,6 +289,9 @@ def broker_init(
     plugin: Path | None = None,
     admin_password: str | None = None,
     ingester_password: str | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
+    tls_port: int = 8883,
 ) -> dict[str, Any]:
     """Write a dynamic-security Mosquitto config with an admin and an ingester account.
 
@@ -293,6 +309,8 @@ def broker_init(
 
     Either way, retained messages left in the broker's persistence store by an
     older configuration are removed (the queued messages of sessions stay).
+    With `tls_cert`/`tls_key` (PEM files the broker's account can read) a TLS
+    listener on `host:tls_port` is added beside the plain one.
     `user` is the OS account a root-started broker drops to; it defaults to the
     account running this function, which owns the files written here.
     """
@@ -301,7 +319,13 @@ def broker_init(
     if force and reapply:
         raise ValueError("--force and --reapply exclude each other")
     directory = Path(directory).absolute()
-    for value in (str(directory), host):
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("--tls-cert and --tls-key go together")
+    if tls_cert is not None and tls_key is not None:
+        if not 0 < tls_port < 65536 or tls_port == port:
+            raise ValueError(f"TLS port out of range or equal to --port: {tls_port}")
+        tls_cert, tls_key = Path(tls_cert).absolute(), Path(tls_key).absolute()
+    for value in (str(directory), host, str(tls_cert or ""), str(tls_key or "")):
         if any(c in value for c in "\r\n\0") or value != value.strip():
             raise ValueError(f"cannot be written into a Mosquitto config line: {value!r}")
     config = directory / CONFIG_NAME
@@ -354,7 +378,10 @@ def broker_init(
             f"cannot remove retained messages from {data / PERSISTENCE_FILE}: {e}"
         ) from None
     _write_file(dynsec, json.dumps(document, indent=2) + "\n", 0o600)
-    _write_file(config, _config_text(directory, host, port, run_as, plugin), 0o644)
+    text = _config_text(directory, host, port, run_as, plugin)
+    if tls_cert is not None and tls_key is not None:
+        text += _tls_listener_text(host, tls_port, tls_cert, tls_key)
+    _write_file(config, text, 0o644)
     if run_as != me and os.geteuid() == 0:
         # The broker rewrites the dynsec file (next to it) and owns its store.
         for path in (directory, data, dynsec, config):

@@ -63,6 +63,22 @@ def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_db_app_role(args: argparse.Namespace, settings: Settings) -> int:
+    from ingest.migrate import APP_ROLE, enable_app_login
+
+    if settings.app_database_password is None:
+        raise SettingsError("VITALS_APP_DATABASE_PASSWORD is required")
+    try:
+        enable_app_login(
+            settings.require_database_url(), settings.app_database_password.get_secret_value()
+        )
+    except ValueError as e:
+        raise SettingsError(f"VITALS_APP_DATABASE_PASSWORD: {e}") from None
+    say(f"role {APP_ROLE} may log in with VITALS_APP_DATABASE_PASSWORD")
+    emit({"role": APP_ROLE, "login": True})
+    return 0
+
+
 def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
@@ -196,7 +212,9 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import admin
 
     with _connect(settings) as conn:
-        result = admin.create_token(conn, args.name, args.role, actor="cli")
+        result = admin.create_token(
+            conn, args.name, args.role, actor="cli", expires_in_days=args.expires_in
+        )
         conn.commit()
     emit(result)
     return 0
@@ -280,6 +298,9 @@ def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
             reapply=args.reapply,
             user=args.user,
             plugin=Path(args.plugin) if args.plugin else None,
+            tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+            tls_key=Path(args.tls_key) if args.tls_key else None,
+            tls_port=args.tls_port,
             **passwords,
         )
     except (BrokerError, ValueError) as e:
@@ -302,9 +323,29 @@ def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
     from ingest.http import serve
 
-    serve(settings, host=args.host, port=args.port)
+    if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
+        raise SettingsError("--ssl-certfile and --ssl-keyfile go together")
+    for option, path in (
+        ("--ssl-certfile", args.ssl_certfile),
+        ("--ssl-keyfile", args.ssl_keyfile),
+    ):
+        if path and not Path(path).is_file():
+            raise SettingsError(f"{option}: no such file {path}")
+    if args.admin_port is not None and args.admin_port == args.port:
+        raise SettingsError("--admin-port must differ from --port")
+    serve(
+        settings,
+        host=args.host,
+        port=args.port,
+        ssl_certfile=args.ssl_certfile,
+        ssl_keyfile=args.ssl_keyfile,
+        admin_host=args.admin_host,
+        admin_port=args.admin_port,
+    )
     return 0
 
 
@@ -335,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     db = sub.add_parser("db", help="database").add_subparsers(dest="db_command", required=True)
     db.add_parser("migrate", help="apply sql/ migrations").set_defaults(func=cmd_db_migrate)
+    db.add_parser(
+        "app-role",
+        help="let the application role vitals_app log in with VITALS_APP_DATABASE_PASSWORD",
+    ).set_defaults(func=cmd_db_app_role)
 
     broker = sub.add_parser("broker", help="Mosquitto set-up").add_subparsers(
         dest="broker_command", required=True
@@ -361,6 +406,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="take the account passwords from VITALS_MQTT_URL/_ADMIN_URL",
     )
+    p.add_argument("--tls-cert", help="PEM certificate (chain): add a TLS listener")
+    p.add_argument("--tls-key", help="PEM private key of --tls-cert (readable by --user)")
+    p.add_argument("--tls-port", type=int, default=8883, help="port of the TLS listener")
     p.set_defaults(func=cmd_broker_init)
 
     p = sub.add_parser("mqtt", help="the MQTT ingester (SIGTERM drains, commits, acknowledges)")
@@ -442,11 +490,27 @@ def build_parser() -> argparse.ArgumentParser:
     p = token.add_parser("create", help="create a bearer token")
     p.add_argument("name")
     p.add_argument("--role", required=True, choices=["admin", "dpo", "analyst"])
+    p.add_argument(
+        "--expires-in",
+        type=int,
+        default=90,
+        metavar="DAYS",
+        help="days until the token stops working (1-365, default 90)",
+    )
     p.set_defaults(func=cmd_token_create)
 
     p = sub.add_parser("serve", help="the HTTP API (webhooks, admin, health, metrics)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8080)
+    p.add_argument("--ssl-certfile", help="PEM certificate (chain): serve HTTPS only")
+    p.add_argument("--ssl-keyfile", help="PEM private key of --ssl-certfile")
+    p.add_argument(
+        "--admin-port",
+        type=int,
+        help="serve the admin API, /docs and /metrics only on this port; --port then "
+        "serves the webhook, /healthz and /readyz only",
+    )
+    p.add_argument("--admin-host", default="127.0.0.1", help="address of --admin-port")
     p.set_defaults(func=cmd_serve)
 
     flows = sub.add_parser(

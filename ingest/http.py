@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import re
 import signal
 import threading
 import time
@@ -39,8 +40,9 @@ from ingest.settings import Settings
 from ingest.webhook_auth import (
     PROVIDER_CACHE_TTL_S,
     SIGNATURE_HEADER,
+    SIGNATURE_MISMATCH,
     ProviderCache,
-    verify_signature,
+    parse_signature,
 )
 from ingest.writer import Writer
 
@@ -225,8 +227,13 @@ _WEBHOOK_RESPONSES: dict[int | str, dict[str, Any]] = {
 # Body handling -------------------------------------------------------------------
 
 
-async def read_limited(request: Request, limit: int) -> bytes | None:
-    """The raw body, or None as soon as it exceeds `limit` bytes (rest unread)."""
+async def read_limited(
+    request: Request, limit: int, on_chunk: Callable[[bytes], object] | None = None
+) -> bytes | None:
+    """The raw body, or None as soon as it exceeds `limit` bytes (rest unread).
+
+    `on_chunk` sees every chunk as it arrives (the signature's HMAC is fed here).
+    """
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         return None
@@ -236,6 +243,8 @@ async def read_limited(request: Request, limit: int) -> bytes | None:
         size += len(chunk)
         if size > limit:
             return None
+        if on_chunk is not None:
+            on_chunk(chunk)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -307,6 +316,46 @@ class RequestMetrics:
                 )
 
 
+_WEBHOOK_PATH = re.compile(r"/v1/providers/[^/]+/readings")
+PUBLIC_ROUTES = frozenset({("GET", "/healthz"), ("GET", "/readyz")})
+
+
+class PublicListener:
+    """With a separate admin listener, every other listener (the public one) serves
+    only the webhook and the health checks: the admin API, /docs, /openapi.json
+    and /metrics answer 404 there, before any route, body or token is looked at."""
+
+    def __init__(self, app: ASGIApp, admin_port: int) -> None:
+        self.app = app
+        self.admin_port = admin_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not self._allowed(scope):
+            body = orjson.dumps({"error": "not_found", "detail": "not served on this listener"})
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 404,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
+        await self.app(scope, receive, send)
+
+    def _allowed(self, scope: Scope) -> bool:
+        server = scope.get("server")
+        if server and server[1] == self.admin_port:
+            return True
+        method, path = scope["method"], scope["path"]
+        if (method, path) in PUBLIC_ROUTES:
+            return True
+        return method == "POST" and _WEBHOOK_PATH.fullmatch(path) is not None
+
+
 # The app ------------------------------------------------------------------------
 
 
@@ -315,16 +364,20 @@ def create_app(
     *,
     pool: psycopg_pool.ConnectionPool | None = None,
     demo: bool = False,
+    admin_port: int | None = None,
 ) -> FastAPI:
-    """Build the app. Refuses (SettingsError) a short or placeholder secret key.
+    """Build the app. Refuses (SettingsError) a short or placeholder secret key or
+    VITALS_ADMIN_TOKEN.
 
     With `pool`, the caller owns it; otherwise the lifespan opens one from
-    VITALS_DATABASE_URL and closes it at shutdown.
+    VITALS_DATABASE_URL and closes it at shutdown. With `admin_port`, only a
+    listener on that port serves the admin API, /docs and /metrics; any other
+    serves the webhook and health checks only (`PublicListener`).
     """
     master = settings.require_secret_key(demo=demo)
     if pool is None:
         settings.require_database_url()
-    token = settings.admin_token.get_secret_value() if settings.admin_token else ""
+    token = settings.require_admin_token(demo=demo)  # refuses a short one outside demo
     rt = Runtime(
         settings=settings,
         master=master,
@@ -365,6 +418,8 @@ def create_app(
     )
     app.state.runtime = rt
     app.add_middleware(RequestMetrics)
+    if admin_port is not None:
+        app.add_middleware(PublicListener, admin_port=admin_port)
 
     @app.get("/healthz", tags=["operations"], summary="The process is up")
     def healthz() -> dict[str, str]:
@@ -437,12 +492,18 @@ async def _webhook(
             return unavailable()
     if provider is None or not provider.active:
         return error(404, "unknown_provider", "no active provider with this id")
-    body = await read_limited(request, MAX_BODY_BYTES)
+    # A missing, garbled or stale header is refused before a byte of the body is
+    # read; the HMAC is computed while the body streams in, and checked before
+    # the body is parsed.
+    header = parse_signature(signature, time.time())
+    if isinstance(header, str):
+        return error(401, "bad_signature", header)
+    mac = header.start(provider.secret)
+    body = await read_limited(request, MAX_BODY_BYTES, mac.update)
     if body is None:
         return error(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
-    problem = verify_signature(signature, provider.secret, body, time.time())
-    if problem:
-        return error(401, "bad_signature", problem)
+    if not header.matches(mac):
+        return error(401, "bad_signature", SIGNATURE_MISMATCH)
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -493,18 +554,45 @@ async def _webhook(
     )
 
 
-def serve(settings: Settings, host: str = "127.0.0.1", port: int = 8080) -> None:
+def serve(
+    settings: Settings,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    *,
+    ssl_certfile: str | None = None,
+    ssl_keyfile: str | None = None,
+    admin_host: str = "127.0.0.1",
+    admin_port: int | None = None,
+) -> None:
     """`vitals serve`: JSON logs, then uvicorn until SIGINT/SIGTERM.
+
+    With `ssl_certfile`/`ssl_keyfile`, every listener speaks TLS only. With
+    `admin_port`, a second listener on `admin_host:admin_port` serves the admin
+    API, /docs and /metrics, and the public one (`host:port`) only the webhook
+    and health checks.
 
     A signal stops accepting connections, lets in-flight requests finish, and
     drains the coalescing writer (every answered request is committed); the
     process then exits 0.
     """
+    # Refuses a placeholder key or token before binding a port.
+    app = create_app(settings, admin_port=admin_port)
+    # After create_app: building the app imports the flows, and importing
+    # Prefect replaces uvicorn's log handlers with plain-text ones.
     logs.configure()
-    app = create_app(settings)  # refuses a placeholder key before binding the port
+    tls = {"ssl_certfile": ssl_certfile, "ssl_keyfile": ssl_keyfile} if ssl_certfile else {}
+    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False, **tls)  # type: ignore[arg-type]
+    if admin_port is None:
+        log.info("serving", extra={"event": "serve", "host": host, "port": port})
+        _Server(config).run()
+        return
+    public = config.bind_socket()
+    admin = uvicorn.Config(app, host=admin_host, port=admin_port, log_config=None).bind_socket()
     log.info("serving", extra={"event": "serve", "host": host, "port": port})
-    config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
-    _Server(config).run()
+    log.info(
+        "serving admin", extra={"event": "serve_admin", "host": admin_host, "port": admin_port}
+    )
+    _Server(config).run(sockets=[public, admin])
 
 
 class _Server(uvicorn.Server):

@@ -58,6 +58,14 @@ def _clean(value: Any) -> Any:
     return str(value)[:_MAX_VALUE_CHARS]
 
 
+def _message(record: logging.LogRecord) -> str:
+    """Our own messages in full; another library's message template only, without
+    its arguments (they can be a request line, a row or an exception message)."""
+    if record.name == "vitals" or record.name.startswith("vitals."):
+        return record.getMessage()
+    return str(record.msg)
+
+
 class JsonFormatter(logging.Formatter):
     """`{"ts", "level", "logger", "msg", ...allowed extras}` on one line."""
 
@@ -66,7 +74,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage()[:_MAX_VALUE_CHARS],
+            "msg": _message(record)[:_MAX_VALUE_CHARS],
         }
         for key in ALLOWED_FIELDS.intersection(record.__dict__):
             line[key] = _clean(record.__dict__[key])
@@ -77,9 +85,23 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: int | str = logging.INFO, stream: Any = None) -> None:
-    """Route the `vitals` and `uvicorn` loggers to one JSON handler on stderr."""
+    """Route every logger to one JSON handler on stderr.
+
+    Call it after importing everything the process uses: importing Prefect runs
+    its own `dictConfig`, which gives uvicorn's loggers a plain-text handler that
+    prints whole tracebacks (exception messages included). Here every handler
+    another library installed is removed and its loggers propagate to the root,
+    which has the JSON handler only.
+    """
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
+    for logger in list(logging.root.manager.loggerDict.values()):
+        if isinstance(logger, logging.Logger) and logger.handlers:
+            logger.handlers[:] = []
+            logger.propagate = True
     for name in ("vitals", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

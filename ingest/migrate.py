@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 from ingest.db import MIGRATIONS_DIR, translate_errors
 
@@ -63,6 +64,24 @@ def pending(conn: psycopg.Connection) -> list[Migration]:
 
 class MigrationError(RuntimeError):
     pass
+
+
+APP_ROLE = "vitals_app"
+
+
+def enable_app_login(url: str, password: str, role: str = APP_ROLE) -> None:
+    """Let the application role (created NOLOGIN by migration 0006) log in with
+    `password`. Sent as a SCRAM-SHA-256 verifier made here, so the password
+    itself never reaches the server or its statement log."""
+    if len(password) < 16:
+        raise ValueError("the application role's password must be at least 16 characters")
+    with translate_errors(), psycopg.connect(url, autocommit=True) as conn:
+        verifier = conn.pgconn.encrypt_password(password.encode(), role.encode(), b"scram-sha-256")
+        conn.execute(
+            sql.SQL("ALTER ROLE {} WITH LOGIN PASSWORD {}").format(
+                sql.Identifier(role), sql.Literal(verifier.decode())
+            )
+        )
 
 
 def migrate(url: str) -> list[str]:

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     mqtt_admin_url: SecretStr | None = None
     secret_key: SecretStr | None = None
     admin_token: SecretStr | None = None
+    # Password `vitals db app-role` gives the application's database role.
+    app_database_password: SecretStr | None = None
     export_dir: Path = Path("./exports")
 
     # MQTT ingester: instance id ("auto": lowest free number locked in
@@ -95,6 +97,22 @@ class Settings(BaseSettings):
             if len(set(key)) < 8:
                 raise SettingsError("VITALS_SECRET_KEY has too little variety to be random")
         return key.encode()
+
+    def require_admin_token(self, *, demo: bool = False) -> str | None:
+        """The bootstrap admin token (None when unset), refusing a short one outside demo."""
+        token = self.admin_token.get_secret_value() if self.admin_token else ""
+        if not token:
+            return None
+        if not demo:
+            if len(token) < MIN_KEY_LENGTH:
+                raise SettingsError(
+                    f"VITALS_ADMIN_TOKEN is too short ({len(token)} chars; need "
+                    f"{MIN_KEY_LENGTH}+): generate one with "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
+                )
+            if token.strip().lower() in PLACEHOLDER_KEYS or "change" in token.lower():
+                raise SettingsError("VITALS_ADMIN_TOKEN is a placeholder; set a random token")
+        return token
 
     def mqtt_admin(self) -> str | None:
         """The broker admin URL, when provider accounts are to be managed."""

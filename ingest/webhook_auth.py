@@ -17,6 +17,7 @@ from ingest.db import translate_errors
 SIGNATURE_TOLERANCE_S = 300
 SIGNATURE_HEADER = "Vitals-Signature"
 PROVIDER_CACHE_TTL_S = 30.0
+SIGNATURE_MISMATCH = "signature does not match"
 
 
 # Signatures -------------------------------------------------------------------
@@ -30,15 +31,42 @@ def sign(secret: bytes | str, body: bytes, t: int | None = None) -> str:
     return f"t={t},v1={mac}"
 
 
-def verify_signature(header: str | None, secret: bytes, body: bytes, now: float) -> str | None:
-    """None when the header signs `body` with `secret` within tolerance; else why not."""
+@dataclass(frozen=True, slots=True)
+class SignatureHeader:
+    """A parsed `Vitals-Signature`: its timestamp and the v1 MACs to compare."""
+
+    t: int
+    candidates: tuple[str, ...]
+
+    def start(self, secret: bytes) -> hmac.HMAC:
+        """An HMAC over `f"{t}."`, to be fed the body as it streams in."""
+        return hmac.new(secret, f"{self.t}.".encode(), hashlib.sha256)
+
+    def matches(self, mac: hmac.HMAC) -> bool:
+        expected = mac.hexdigest().encode()
+        ok = False
+        for candidate in self.candidates:  # compare every one: no early exit on a match
+            ok |= hmac.compare_digest(expected, candidate.encode("ascii", "replace"))
+        return ok
+
+
+def _ascii_digits(value: str) -> bool:
+    # str.isdigit() is true for "²" or "٣", which int() refuses: ASCII digits only.
+    return value.isascii() and value.isdigit()
+
+
+def parse_signature(header: str | None, now: float) -> SignatureHeader | str:
+    """The parsed header when well formed and within tolerance; else why not.
+
+    Needs no body and no secret, so a request is refused before its body is read.
+    """
     if not header:
         return f"missing {SIGNATURE_HEADER} header"
     t: int | None = None
     candidates: list[str] = []
     for part in header.split(","):
         key, _, value = part.strip().partition("=")
-        if key == "t" and value.isdigit() and len(value) <= 12:
+        if key == "t" and _ascii_digits(value) and len(value) <= 12:
             t = int(value)
         elif key == "v1" and value:
             candidates.append(value.strip().lower())
@@ -46,11 +74,17 @@ def verify_signature(header: str | None, secret: bytes, body: bytes, now: float)
         return f"{SIGNATURE_HEADER} must look like t=UNIX_SECONDS,v1=HEX"
     if abs(now - t) > SIGNATURE_TOLERANCE_S:
         return f"signature timestamp is more than {SIGNATURE_TOLERANCE_S} s from server time"
-    expected = hmac.new(secret, f"{t}.".encode() + body, hashlib.sha256).hexdigest()
-    ok = False
-    for candidate in candidates:  # compare every one: no early exit on a match
-        ok |= hmac.compare_digest(expected.encode(), candidate.encode("ascii", "replace"))
-    return None if ok else "signature does not match"
+    return SignatureHeader(t, tuple(candidates))
+
+
+def verify_signature(header: str | None, secret: bytes, body: bytes, now: float) -> str | None:
+    """None when the header signs `body` with `secret` within tolerance; else why not."""
+    parsed = parse_signature(header, now)
+    if isinstance(parsed, str):
+        return parsed
+    mac = parsed.start(secret)
+    mac.update(body)
+    return None if parsed.matches(mac) else SIGNATURE_MISMATCH
 
 
 # Provider secrets, cached briefly ----------------------------------------------

@@ -68,7 +68,10 @@ INSERT INTO audit_log (actor, action, subject_ref, detail)
 VALUES (%(actor)s, %(action)s, %(subject_ref)s, %(detail)s)
 
 -- name: insert_token
-INSERT INTO api_tokens (token_hash, name, role) VALUES (%(token_hash)s, %(name)s, %(role)s)
+INSERT INTO api_tokens (token_hash, name, role, expires_at)
+VALUES (%(token_hash)s, %(name)s, %(role)s, now() + make_interval(days => %(days)s))
+RETURNING expires_at
 
 -- name: token_role
-SELECT name, role FROM api_tokens WHERE token_hash = %(token_hash)s AND revoked_at IS NULL
+SELECT name, role FROM api_tokens
+WHERE token_hash = %(token_hash)s AND revoked_at IS NULL AND expires_at > now()

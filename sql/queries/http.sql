@@ -1,7 +1,7 @@
 -- Named queries of the admin API (ingest/api_admin.py).
 
 -- name: api_list_tokens
-SELECT encode(token_hash, 'hex') AS token_id, name, role, created_at, revoked_at
+SELECT encode(token_hash, 'hex') AS token_id, name, role, created_at, expires_at, revoked_at
 FROM api_tokens ORDER BY created_at, name
 
 -- name: api_revoke_token

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -130,6 +131,72 @@ def test_bad_signature_is_401_and_stores_nothing(
     assert r.status_code == 401, r.text
     assert r.json()["error"] == "bad_signature"
     assert _readings(conn, world) == before
+
+
+# Header bytes arrive decoded as Latin-1, where these are digits to str.isdigit().
+@pytest.mark.parametrize("t", ["\u00b2", "\u00b9\u00b3", "1\u00b2"])
+def test_non_ascii_digits_in_the_timestamp_are_401_not_500(
+    api: Api, world: World, conn: psycopg.Connection, t: str
+) -> None:
+    raw = orjson.dumps([data_point(world.user_ref)])
+    mac = sign(world.secret, raw).partition(",")[2]
+    r = api.client.post(
+        f"/v1/providers/{world.provider_id}/readings",
+        content=raw,
+        headers={
+            "Content-Type": "application/json",
+            "Vitals-Signature": f"t={t},{mac}".encode("latin-1"),
+        },
+    )
+    assert r.status_code == 401, r.text
+    assert r.json()["error"] == "bad_signature"
+    assert _readings(conn, world) == 0
+
+
+def _raw_request_headers_only(api: Api, path: str, signature: str | None) -> bytes:
+    """Send only the head of a request announcing a 1 MiB body; return what the
+    server answers within 5 s without having been sent a byte of the body."""
+    host, _, port = api.base_url.removeprefix("http://").partition(":")
+    head = [
+        f"POST {path} HTTP/1.1",
+        f"Host: {host}",
+        "Content-Type: application/json",
+        f"Content-Length: {1024 * 1024}",
+    ]
+    if signature is not None:
+        head.append(f"Vitals-Signature: {signature}")
+    with socket.create_connection((host, int(port)), timeout=5) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode())
+        answer = b""
+        try:
+            while b"}" not in answer and (chunk := sock.recv(65536)):
+                answer += chunk
+        except TimeoutError:
+            pass
+        return answer
+
+
+@pytest.mark.parametrize("signature", [None, "v1=abc", "t=abc,v1=abc", "STALE"])
+def test_missing_or_garbled_signature_is_401_before_the_body_is_read(
+    api: Api, world: World, signature: str | None
+) -> None:
+    if signature == "STALE":
+        signature = sign(world.secret, b"[]", _stale())
+    path = f"/v1/providers/{world.provider_id}/readings"
+    answer = _raw_request_headers_only(api, path, signature)
+    assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+    assert b"bad_signature" in answer
+
+
+def test_wrong_hmac_is_401_without_parsing_the_body(api: Api, world: World) -> None:
+    raw = b'{"not": json at all'
+    headers = {
+        "Content-Type": "application/json",
+        "Vitals-Signature": sign("whsec_not-the-secret", raw),
+    }
+    r = api.client.post(f"/v1/providers/{world.provider_id}/readings", content=raw, headers=headers)
+    assert r.status_code == 401, r.text
+    assert r.json() == {"error": "bad_signature", "detail": "signature does not match"}
 
 
 def test_signature_within_tolerance_is_accepted(api: Api, world: World) -> None:
@@ -355,8 +422,11 @@ def test_readyz_is_503_while_migrations_are_pending(pg_server_url: str) -> None:
 
 def test_logs_are_json_without_values_or_personal_identifiers(api: Api, world: World) -> None:
     buffer = io.StringIO()
-    logger = logging.getLogger("vitals")
-    saved = (logger.handlers[:], logger.level, logger.propagate)
+    # configure() rewires every logger of the process: put them all back after.
+    everyone = [logging.getLogger()] + [
+        lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)
+    ]
+    saved = [(lg, lg.handlers[:], lg.level, lg.propagate) for lg in everyone]
     logs.configure(stream=buffer)
     try:
         point = data_point(world.user_ref, value=187)
@@ -366,7 +436,8 @@ def test_logs_are_json_without_values_or_personal_identifiers(api: Api, world: W
         while "/v1/subjects/{subject_id}" not in buffer.getvalue() and time.monotonic() < deadline:
             time.sleep(0.01)
     finally:
-        logger.handlers[:], logger.level, logger.propagate = saved
+        for lg, handlers, level, propagate in saved:
+            lg.handlers[:], lg.level, lg.propagate = handlers, level, propagate
         logging.getLogger("uvicorn.access").disabled = False
     lines = [json.loads(line) for line in buffer.getvalue().splitlines()]
     events = {line.get("event") for line in lines}
