@@ -27,10 +27,8 @@ END $$;
 -- Nobody but the owner creates objects in public (the default since PostgreSQL 15).
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
 GRANT USAGE ON SCHEMA public TO vitals_app;
-DO $$
-BEGIN
-    EXECUTE format('GRANT CONNECT, TEMPORARY ON DATABASE %I TO vitals_app', current_database());
-END $$;
+-- CONNECT and TEMPORARY on the database come from PUBLIC (PostgreSQL's
+-- default); a cluster that revoked them grants them to vitals_app itself.
 
 -- Rows only: no TRUNCATE, REFERENCES or TRIGGER, and never ownership.
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO vitals_app;
