@@ -278,19 +278,31 @@ def withdraw_consent(conn: psycopg.Connection, consent_id: str, actor: str) -> d
 
     Takes the subject's row lock first: a batch holding FOR SHARE on it commits
     before us; any batch that locks after us sees the withdrawal.
+
+    Withdrawing a `location` consent also removes, in this transaction, the
+    subject's stored coordinates that no other unwithdrawn location consent
+    still covers (same provider or any, effective time in its [from, until)):
+    such geoposition readings are deleted, coordinates inside other readings
+    set to null. The counts go into the audit row and the result.
     """
     cid = parse_uuid(consent_id, "consent")
     row = conn.execute(q("consent_subject"), {"consent_id": cid}).fetchone()
     if row is None:
         raise NotFound("consent", consent_id)
-    subject_id, withdrawn_at = row
+    subject_id, withdrawn_at, purpose = row
     conn.execute(q("lock_subject"), {"subject_id": subject_id})
+    removed: dict[str, int] = {}
     if withdrawn_at is None:
         withdrawn_at = conn.execute(
             q("insert_withdrawal"), {"consent_id": cid, "actor": actor}
         ).fetchone()[0]  # type: ignore[index]
-        audit(conn, actor, "consent.withdraw", subject_id, consent_id=str(cid))
-    return {"consent_id": str(cid), "withdrawn_at": withdrawn_at.isoformat()}
+        if purpose == "location":
+            geo, coords = conn.execute(
+                q("remove_uncovered_location"), {"subject_id": subject_id}
+            ).fetchone()  # type: ignore[misc]
+            removed = {"geoposition_readings_deleted": geo, "coordinates_cleared": coords}
+        audit(conn, actor, "consent.withdraw", subject_id, consent_id=str(cid), **removed)
+    return {"consent_id": str(cid), "withdrawn_at": withdrawn_at.isoformat()} | removed
 
 
 def consent_history(conn: psycopg.Connection, subject_id: str | uuid.UUID) -> list[dict[str, Any]]:
