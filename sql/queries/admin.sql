@@ -28,6 +28,10 @@ FROM subjects WHERE subject_id = %(subject_id)s
 SELECT subject_id, residency, status, relationship_end
 FROM subjects WHERE subject_id = %(subject_id)s FOR UPDATE
 
+-- name: share_lock_subject
+-- Audit rows naming a subject: conflicts with erasure's final DELETE.
+SELECT subject_id FROM subjects WHERE subject_id = %(subject_id)s FOR KEY SHARE
+
 -- name: insert_link
 INSERT INTO links (provider_id, user_ref, subject_id)
 VALUES (%(provider_id)s, %(user_ref)s, %(subject_id)s)
