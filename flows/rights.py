@@ -6,6 +6,7 @@ Plain functions over a connection or URL; the CLI and the admin API (role
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any
@@ -24,7 +25,7 @@ _JSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 def subject_hash(master: bytes, subject_id: str | uuid.UUID) -> str:
     """The keyed hash that replaces a subject id after erasure."""
-    return "erased:" + crypto.keyed_hash(master, "erasure-receipt", str(subject_id))
+    return admin.erased_subject_ref(master, subject_id)
 
 
 def _default(obj: Any) -> Any:
@@ -264,6 +265,7 @@ def erase_subject(
         step("readings")
 
         with conn.transaction():
+            conn.execute(q("lock_subject"), {"subject_id": sid})
             conn.execute("SET LOCAL vitals.erasure = 'on'")
             cur = conn.cursor(row_factory=dict_row)
             counts = cur.execute(q("erasure_delete_rest"), {"subject_id": sid}).fetchone() or {}
@@ -273,16 +275,73 @@ def erase_subject(
             conn.execute(q("erasure_add_counts"), {"subject_hash": shash, "counts": Jsonb(counts)})
         step("rest")
 
-        conn.execute(
-            q("erasure_pseudonymise_audit"), {"subject_hash": shash, "subject_ref": str(sid)}
-        )
+        pseudonymise_audit(conn, master, sid, shash)
         conn.commit()
         step("audit")
 
+        # The last step locks the subject like every other: a batch holding FOR
+        # SHARE commits first, and the rejections it recorded with the subject id
+        # go with the subject; audit rows written meanwhile are pseudonymised.
+        conn.execute(q("lock_subject"), {"subject_id": sid})
+        late = conn.execute(q("erasure_delete_late_rejections"), {"subject_id": sid}).rowcount
+        if late:
+            conn.execute(
+                q("erasure_add_counts"),
+                {"subject_hash": shash, "counts": Jsonb({"rejections": late})},
+            )
+        pseudonymise_audit(conn, master, sid, shash)
         conn.execute(q("erasure_finish"), {"subject_id": sid, "subject_hash": shash})
         admin.audit(conn, actor, "subject.erase", shash)
         conn.commit()
         return _receipt(conn, shash, already=False)
+
+
+# Audit entries of an erased subject keep what was done, when and by whom, but
+# nothing that points back at the person: the subject id in any case or format
+# becomes its keyed hash, the ids of the subject's readings become keyed hashes
+# (and the provider id beside them goes), values before/after a correction and
+# any user refs or links are dropped.
+_REDACT_KEYS = frozenset({"before", "after", "user_ref", "user_refs", "links"})
+
+
+def _id_pattern(sid: uuid.UUID) -> str:
+    """A regular expression (POSIX and Python alike) for the subject id in any
+    case, with or without its hyphens (also inside braces or a urn:uuid:)."""
+    h = sid.hex
+    return "-?".join((h[:8], h[8:12], h[12:16], h[16:20], h[20:]))
+
+
+def _reading_hash(master: bytes, provider_id: object, reading_id: object) -> str:
+    return "erased:" + crypto.keyed_hash(master, "erasure-reading", f"{provider_id}:{reading_id}")
+
+
+def _scrub(master: bytes, detail: dict[str, Any]) -> dict[str, Any]:
+    """The detail of an entry about the erased subject, pseudonymised."""
+    out = {k: v for k, v in detail.items() if k not in _REDACT_KEYS}
+    if "reading_id" in out:
+        out["reading_id"] = _reading_hash(master, out.pop("provider_id", None), out["reading_id"])
+    if len(out) < len(detail) and not {"before", "after"}.isdisjoint(detail):
+        out["redacted"] = "erasure"
+    return out
+
+
+def pseudonymise_audit(conn: psycopg.Connection, master: bytes, sid: uuid.UUID, shash: str) -> int:
+    """Pseudonymise every audit entry naming the subject, in the caller's
+    transaction. Entries about the subject (subject_ref in any form) are
+    scrubbed; any other entry mentioning the id gets the hash in its place.
+    Scans the whole log (erasure is rare; the log is append-only). Idempotent."""
+    pattern = _id_pattern(sid)
+    found = re.compile(pattern, re.IGNORECASE)
+    rows = conn.execute(q("erasure_audit_entries"), {"pattern": pattern}).fetchall()
+    for audit_id, subject_ref, detail in rows:
+        if subject_ref is not None and found.search(subject_ref):
+            subject_ref, detail = shash, _scrub(master, detail)
+        text = found.sub(shash, orjson.dumps(detail).decode())
+        conn.execute(
+            q("erasure_audit_update"),
+            {"audit_id": audit_id, "subject_ref": subject_ref, "detail": Jsonb(orjson.loads(text))},
+        )
+    return len(rows)
 
 
 def _refresh_aggregates(url: str, conn: psycopg.Connection) -> None:

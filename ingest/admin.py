@@ -59,6 +59,26 @@ def check_types(types: Iterable[str]) -> list[str]:
     return sorted(set(found), key=TYPES.index)
 
 
+def erased_subject_ref(master: bytes, subject_id: str | uuid.UUID) -> str:
+    """The keyed hash that replaces a subject id after erasure (in the audit
+    log and the erasure receipt)."""
+    return "erased:" + crypto.keyed_hash(master, "erasure-receipt", str(subject_id))
+
+
+def audit_subject_ref(conn: psycopg.Connection, master: bytes, subject: str) -> str:
+    """The audit log's name for a subject given in any form (any case, with or
+    without hyphens): its canonical id while the subject exists, its erasure
+    hash once it is gone, so a search after erasure never writes the id again.
+    Anything that is not a subject id (an erasure hash) is returned as is."""
+    try:
+        sid = uuid.UUID(subject)
+    except ValueError:
+        return subject
+    if conn.execute(q("share_lock_subject"), {"subject_id": sid}).fetchone() is None:
+        return erased_subject_ref(master, sid)
+    return str(sid)
+
+
 def audit(
     conn: psycopg.Connection,
     actor: str,
@@ -66,14 +86,27 @@ def audit(
     subject_ref: str | uuid.UUID | None = None,
     **detail: Any,
 ) -> None:
+    """One audit row, in the caller's transaction.
+
+    A subject id is stored in its canonical form (lower case, hyphenated),
+    whatever form the caller was given, and must name an existing subject: its
+    row is share-locked, so an erasure deleting the subject either waits for
+    this transaction (and then pseudonymises this row too) or has already
+    committed (then this raises NotFound and nothing is written).
+    """
+    ref = str(subject_ref) if subject_ref else None
+    if ref is not None and not ref.startswith("erased:"):
+        try:
+            sid = uuid.UUID(ref)
+        except ValueError:
+            sid = None
+        if sid is not None:
+            if conn.execute(q("share_lock_subject"), {"subject_id": sid}).fetchone() is None:
+                raise NotFound("subject", ref)
+            ref = str(sid)
     conn.execute(
         q("insert_audit"),
-        {
-            "actor": actor,
-            "action": action,
-            "subject_ref": str(subject_ref) if subject_ref else None,
-            "detail": Jsonb(detail),
-        },
+        {"actor": actor, "action": action, "subject_ref": ref, "detail": Jsonb(detail)},
     )
 
 
@@ -280,21 +313,33 @@ def withdraw_consent(conn: psycopg.Connection, consent_id: str, actor: str) -> d
 
     Takes the subject's row lock first: a batch holding FOR SHARE on it commits
     before us; any batch that locks after us sees the withdrawal.
+
+    Withdrawing a `location` consent also removes, in this transaction, the
+    subject's stored coordinates that no other unwithdrawn location consent
+    still covers (same provider or any, effective time in its [from, until)):
+    such geoposition readings are deleted, coordinates inside other readings
+    set to null. The counts go into the audit row and the result.
     """
     cid = parse_uuid(consent_id, "consent")
     row = conn.execute(q("consent_subject"), {"consent_id": cid}).fetchone()
     if row is None:
         raise NotFound("consent", consent_id)
-    subject_id, withdrawn_at = row
+    subject_id, withdrawn_at, purpose = row
     conn.execute(q("lock_subject"), {"subject_id": subject_id})
+    removed: dict[str, int] = {}
     if withdrawn_at is None:
         withdrawn_at = conn.execute(
             q("insert_withdrawal"), {"consent_id": cid, "actor": actor}
         ).fetchone()[0]  # type: ignore[index]
-        audit(conn, actor, "consent.withdraw", subject_id, consent_id=str(cid))
+        if purpose == "location":
+            geo, coords = conn.execute(
+                q("remove_uncovered_location"), {"subject_id": subject_id}
+            ).fetchone()  # type: ignore[misc]
+            removed = {"geoposition_readings_deleted": geo, "coordinates_cleared": coords}
+        audit(conn, actor, "consent.withdraw", subject_id, consent_id=str(cid), **removed)
         # Research withdrawn: past exports holding the subject are queued for purge.
         conn.execute(q("queue_purge_research_withdrawn"), {"consent_id": cid})
-    return {"consent_id": str(cid), "withdrawn_at": withdrawn_at.isoformat()}
+    return {"consent_id": str(cid), "withdrawn_at": withdrawn_at.isoformat()} | removed
 
 
 def consent_history(conn: psycopg.Connection, subject_id: str | uuid.UUID) -> list[dict[str, Any]]:

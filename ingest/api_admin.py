@@ -355,19 +355,24 @@ def read_audit(
     for t in (since, until):
         if t is not None and t.tzinfo is None:
             raise admin.InputError("invalid_time", "since/until need a UTC offset (e.g. Z)")
-    params = {
+    params: dict[str, Any] = {
         "actor": actor,
         "action": action,
-        "subject_ref": subject,
+        "subject_ref": None,
         "since": since,
         "until": until,
         "before": before,
         "limit": limit,
     }
-    with transaction(runtime(request)) as conn, conn.cursor(row_factory=dict_row) as cur:
+    rt = runtime(request)
+    with transaction(rt) as conn, conn.cursor(row_factory=dict_row) as cur:
+        # A subject id in any case or form is searched (and recorded) as the log
+        # names it: the canonical id, or its keyed hash once erased.
+        if subject is not None:
+            params["subject_ref"] = admin.audit_subject_ref(conn, rt.master, subject)
         rows = cur.execute(q("api_audit_search"), params).fetchall()
         filters = {k: str(v) for k, v in params.items() if v is not None and k != "limit"}
-        admin.audit(conn, who.actor, "audit.read", subject, filters=filters)
+        admin.audit(conn, who.actor, "audit.read", params["subject_ref"], filters=filters)
     return json_response(rows)
 
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Final, TypeVar
+from typing import Annotated, Final, TypeVar
 
-from pydantic import ConfigDict, ValidationError, with_config
+from pydantic import ConfigDict, StringConstraints, ValidationError, with_config
 
 # JSON types exactly as the schemas say them: no coercion ("6000" is not a
 # number, true is not a number), no NaN/Infinity. Properties a schema does
@@ -12,6 +12,14 @@ from pydantic import ConfigDict, ValidationError, with_config
 # Payload types are TypedDicts validated by pydantic TypeAdapters: absent
 # optional keys stay absent and an explicit null is refused, as in JSON Schema.
 CONFIG: Final = ConfigDict(strict=True, extra="ignore", allow_inf_nan=False)
+
+# Every string a payload model parses has a bound (a 2 MB source_name is not a
+# data point): identifiers and codes up to MAX_ID characters, free text up to
+# MAX_TEXT. Longer is `invalid_schema` ("<field>: too long").
+MAX_ID: Final = 256
+MAX_TEXT: Final = 4096
+Id = Annotated[str, StringConstraints(max_length=MAX_ID)]
+Text = Annotated[str, StringConstraints(max_length=MAX_TEXT)]
 
 T = TypeVar("T")
 

@@ -18,7 +18,7 @@ from typing import Final, Literal, NotRequired
 
 from typing_extensions import TypedDict
 
-from schemas.base import strict
+from schemas.base import Id, Text, strict
 from schemas.timeframe import TimeFrameIEEE, TimeFrameV1
 
 # --- enumerations (schema file in the comment) ----------------------------
@@ -150,7 +150,7 @@ class _HeartRate(TypedDict):
 @strict
 class HeartRate10(_HeartRate):
     effective_time_frame: NotRequired[TimeFrameV1]
-    user_notes: NotRequired[str]
+    user_notes: NotRequired[Text]
 
 
 @strict
@@ -176,14 +176,14 @@ class _BloodPressure(TypedDict):
 class BloodPressure10(_BloodPressure):
     effective_time_frame: NotRequired[TimeFrameV1]
     position_during_measurement: NotRequired[PositionDuringMeasurement]
-    user_notes: NotRequired[str]
+    user_notes: NotRequired[Text]
 
 
 @strict
 class BloodPressure20(_BloodPressure):
     effective_time_frame: NotRequired[TimeFrameV1]
     body_posture: NotRequired[BodyPosture]
-    user_notes: NotRequired[str]
+    user_notes: NotRequired[Text]
 
 
 @strict
@@ -222,14 +222,14 @@ class _BloodGlucose(TypedDict):
 class BloodGlucose10(_BloodGlucose):
     blood_specimen_type: NotRequired[BloodSpecimenType]
     effective_time_frame: NotRequired[TimeFrameV1]
-    user_notes: NotRequired[str]
+    user_notes: NotRequired[Text]
 
 
 @strict
 class BloodGlucose20(_BloodGlucose):
     specimen_source: NotRequired[SpecimenSource1]
     effective_time_frame: NotRequired[TimeFrameV1]
-    user_notes: NotRequired[str]
+    user_notes: NotRequired[Text]
 
 
 @strict
@@ -350,7 +350,7 @@ class StepCount10(TypedDict):
 class _StepCount2(TypedDict):
     effective_time_frame: TimeFrameV1  # with time_interval, see TIME_FRAME_REQUIRES
     descriptive_statistic: NotRequired[DescriptiveStatistic10]
-    descriptive_statistic_denominator: NotRequired[str]  # anyOf(enum, string)
+    descriptive_statistic_denominator: NotRequired[Id]  # anyOf(enum, string)
 
 
 @strict

@@ -40,7 +40,7 @@ from typing import Annotated, Any, Final, Literal, NotRequired
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from schemas.base import describe, strict
+from schemas.base import MAX_ID, Id, describe, strict
 from schemas.normalise import normalise
 from schemas.reading import INVALID_SCHEMA, UNSUPPORTED_TYPE, Reading, Refusal
 
@@ -65,7 +65,7 @@ LOINC: Final[dict[str, tuple[str, str]]] = {
     "41950-7": ("step-count", "step_count"),
 }
 NOT_MEASURED: Final = frozenset({"entered-in-error", "cancelled"})
-MAX_REF_LENGTH: Final = 256
+MAX_REF_LENGTH: Final = MAX_ID
 
 # FHIR dateTime restricted to what can be placed in time: a full date, or a
 # date-time with seconds and a UTC offset.
@@ -80,8 +80,8 @@ _PATIENT_REF: Final = re.compile(
 
 @strict
 class Coding(TypedDict, total=False):
-    system: str
-    code: str
+    system: Id
+    code: Id
 
 
 @strict
@@ -92,24 +92,24 @@ class CodeableConcept(TypedDict, total=False):
 @strict
 class Quantity(TypedDict, total=False):
     value: float
-    unit: str
-    system: str
-    code: str
+    unit: Id
+    system: Id
+    code: Id
 
 
 @strict
 class Reference(TypedDict, total=False):
-    reference: Annotated[str, StringConstraints(max_length=1024)]
+    reference: Annotated[str, StringConstraints(max_length=1024)]  # [base/]Patient/<id>
 
 
 @strict
 class Identifier(TypedDict, total=False):
-    value: str
+    value: Id
 
 
 @strict
 class Period(TypedDict, total=False):
-    start: str
+    start: Id
 
 
 @strict
@@ -121,12 +121,12 @@ class ObservationComponent(TypedDict):
 @strict
 class Observation(TypedDict):
     resourceType: Literal["Observation"]
-    id: NotRequired[str]
+    id: NotRequired[Id]
     identifier: NotRequired[list[Identifier]]
-    status: NotRequired[str]
+    status: NotRequired[Id]
     code: CodeableConcept
     subject: NotRequired[Reference]
-    effectiveDateTime: NotRequired[str]
+    effectiveDateTime: NotRequired[Id]
     effectivePeriod: NotRequired[Period]
     valueQuantity: NotRequired[Quantity]
     component: NotRequired[list[ObservationComponent]]

@@ -12,7 +12,8 @@ Refusal reasons, in the order they are checked:
 | reason              | when                                                            |
 |---------------------|-----------------------------------------------------------------|
 | invalid_schema      | not an object; header or body not per schema (types, required   |
-|                     | fields, enumerations, units, time frame); id/user_id missing    |
+|                     | fields, enumerations, units, time frame); id/user_id missing;   |
+|                     | a string past its bound (ids 256 chars, free text 4 KiB)        |
 | unsupported_type    | namespace not ``omh``, name not one of the nine, unknown        |
 |                     | version; or a dispersion statistic (standard deviation,         |
 |                     | variance, quartile deviation, count), which is no measurement   |
@@ -40,7 +41,7 @@ from typing import Annotated, Any, Final, Literal, NotRequired
 from pydantic import StringConstraints, TypeAdapter, ValidationError
 from typing_extensions import TypedDict
 
-from schemas.base import describe, strict
+from schemas.base import MAX_ID, Id, describe, strict
 from schemas.bodies import BODIES, COMPONENTS, TIME_FRAME_REQUIRES, UNITLESS_STEPS
 from schemas.normalise import normalise
 from schemas.reading import (
@@ -54,7 +55,7 @@ from schemas.reading import (
 from schemas.timeframe import DateTime, SchemaProblem, effective_time, utc
 
 # Longest header.id / user_id accepted (and echoed back in a Refusal).
-MAX_REF_LENGTH: Final = 256
+MAX_REF_LENGTH: Final = MAX_ID
 # Statistics of spread or counting: their value is not a measurement of the type.
 DISPERSION_STATISTICS: Final = frozenset(
     {"standard deviation", "variance", "quartile deviation", "count"}
@@ -65,15 +66,15 @@ Ref = Annotated[str, StringConstraints(min_length=1, max_length=MAX_REF_LENGTH)]
 
 @strict
 class SchemaId(TypedDict):  # schema-id-1.x
-    namespace: str
-    name: str
-    version: str
+    namespace: Id
+    name: Id
+    version: Id
 
 
 @strict
 class AcquisitionProvenance(TypedDict):  # header-1.2
-    source_name: str
-    source_data_point_id: NotRequired[str]
+    source_name: Id
+    source_data_point_id: NotRequired[Id]
     source_creation_date_time: NotRequired[DateTime]
     source_last_modification_date_time: NotRequired[DateTime]
     modality: NotRequired[Literal["sensed", "self-reported"]]

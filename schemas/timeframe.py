@@ -44,7 +44,7 @@ _FULL_DATE: Final = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 def _text_then(pattern: str, parsed: core_schema.CoreSchema) -> GetPydanticSchema:
     """A JSON string matching `pattern`, then parsed (in pydantic-core) as `parsed`."""
     schema = core_schema.chain_schema(
-        [core_schema.str_schema(strict=True, pattern=pattern), parsed]
+        [core_schema.str_schema(strict=True, max_length=64, pattern=pattern), parsed]
     )
     return GetPydanticSchema(lambda _tp, _handler: schema)
 

@@ -28,6 +28,10 @@ FROM subjects WHERE subject_id = %(subject_id)s
 SELECT subject_id, residency, status, relationship_end
 FROM subjects WHERE subject_id = %(subject_id)s FOR UPDATE
 
+-- name: share_lock_subject
+-- Audit rows naming a subject: conflicts with erasure's final DELETE.
+SELECT subject_id FROM subjects WHERE subject_id = %(subject_id)s FOR KEY SHARE
+
 -- name: insert_link
 INSERT INTO links (provider_id, user_ref, subject_id)
 VALUES (%(provider_id)s, %(user_ref)s, %(subject_id)s)
@@ -44,7 +48,7 @@ VALUES (%(consent_id)s, %(subject_id)s, %(purpose)s, %(provider_id)s, %(types)s,
         coalesce(%(valid_until)s, 'infinity'::timestamptz), %(actor)s)
 
 -- name: consent_subject
-SELECT c.subject_id, w.withdrawn_at
+SELECT c.subject_id, w.withdrawn_at, c.purpose
 FROM consents c LEFT JOIN consent_withdrawals w USING (consent_id)
 WHERE c.consent_id = %(consent_id)s
 
@@ -52,6 +56,38 @@ WHERE c.consent_id = %(consent_id)s
 INSERT INTO consent_withdrawals (consent_id, withdrawn_by)
 VALUES (%(consent_id)s, %(actor)s)
 RETURNING withdrawn_at
+
+-- name: remove_uncovered_location
+-- After a location withdrawal, in its transaction (subject locked): the subject's
+-- coordinates no unwithdrawn location consent covers any more (the gate's rule:
+-- provider or any, effective time in [from, until)). Geoposition readings are
+-- deleted (every component), coordinates inside other readings nulled.
+-- Returns (geoposition readings deleted, readings whose coordinates were cleared).
+WITH still_covered AS (
+    SELECT c.provider_id, c.valid_from, c.valid_until
+    FROM consents c
+    WHERE c.subject_id = %(subject_id)s AND c.purpose = 'location'
+      AND NOT EXISTS (SELECT 1 FROM consent_withdrawals w WHERE w.consent_id = c.consent_id)
+), geo AS (
+    DELETE FROM readings r
+    WHERE r.subject_id = %(subject_id)s AND r.type = 'geoposition'
+      AND NOT EXISTS (
+          SELECT 1 FROM still_covered c
+          WHERE (c.provider_id IS NULL OR c.provider_id = r.provider_id)
+            AND r.effective_time >= c.valid_from AND r.effective_time < c.valid_until)
+    RETURNING r.provider_id, r.reading_id, r.effective_time
+), coords AS (
+    UPDATE readings r SET latitude = NULL, longitude = NULL
+    WHERE r.subject_id = %(subject_id)s AND r.type <> 'geoposition'
+      AND (r.latitude IS NOT NULL OR r.longitude IS NOT NULL)
+      AND NOT EXISTS (
+          SELECT 1 FROM still_covered c
+          WHERE (c.provider_id IS NULL OR c.provider_id = r.provider_id)
+            AND r.effective_time >= c.valid_from AND r.effective_time < c.valid_until)
+    RETURNING r.provider_id, r.reading_id, r.effective_time
+)
+SELECT (SELECT count(*) FROM (SELECT DISTINCT * FROM geo) g),
+       (SELECT count(*) FROM (SELECT DISTINCT * FROM coords) c)
 
 -- name: consent_history
 -- Open bounds are stored as -infinity/infinity and shown as null.

@@ -103,16 +103,23 @@ WITH w AS (
 )
 SELECT (SELECT count(*) FROM c) AS consents, (SELECT count(*) FROM w) AS withdrawals
 
--- name: erasure_pseudonymise_audit
--- Audit entries stay, with the subject id replaced by its keyed hash and the
--- before/after values of corrections (which may hold user refs) redacted.
-UPDATE audit_log
-SET subject_ref = %(subject_hash)s,
-    detail = replace((detail - 'before' - 'after')::text, %(subject_ref)s,
-                     %(subject_hash)s)::jsonb
-             || CASE WHEN detail ? 'before' OR detail ? 'after'
-                     THEN '{"redacted": "erasure"}'::jsonb ELSE '{}'::jsonb END
-WHERE subject_ref = %(subject_ref)s
+-- name: erasure_audit_entries
+-- Every audit entry naming the subject, in any case or format (`pattern` is a
+-- regular expression for its id); flows.rights.pseudonymise_audit rewrites them.
+SELECT audit_id, subject_ref, detail
+FROM audit_log
+WHERE subject_ref ~* %(pattern)s OR detail::text ~* %(pattern)s
+ORDER BY audit_id
+FOR UPDATE
+
+-- name: erasure_audit_update
+UPDATE audit_log SET subject_ref = %(subject_ref)s, detail = %(detail)s
+WHERE audit_id = %(audit_id)s
+
+-- name: erasure_delete_late_rejections
+-- Last step, under the subject's lock: rejections a concurrent batch recorded
+-- with the subject id after step 4.
+DELETE FROM rejections WHERE subject_id = %(subject_id)s
 
 -- name: erasure_add_counts
 UPDATE erasure_receipts

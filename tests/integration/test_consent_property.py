@@ -1,6 +1,11 @@
 """Property: for random consent timelines and random readings, what the gate
 stores equals what an independent oracle computes from the contract's rules,
-and no refused reading's value is stored anywhere."""
+and no refused reading's value is stored anywhere.
+
+Consents start and end on the hour; readings land on the hour (exactly on a
+consent's `from` or `until`), a microsecond before it, or at half past, so
+every comparison of the gate's [from, until) is exercised at its boundary: a
+one-character change of the gate (`>=` to `>`, `<` to `<=`) fails this test."""
 
 from __future__ import annotations
 
@@ -58,23 +63,39 @@ class Sent:
     user: str
     type: str
     hour: int
+    offset: timedelta  # on the hour, just before it, or half past
     rid: int  # small range so duplicates happen
     coords: bool
 
+    @property
+    def when(self) -> datetime:
+        return hours(self.hour) + self.offset
 
-readings = st.builds(
-    Sent,
-    provider=st.integers(0, 1),
-    user=st.sampled_from(USERS),
-    type=st.sampled_from(TYPES),
-    hour=st.integers(0, 40),
-    rid=st.integers(0, 30),
-    coords=st.booleans(),
-)
+
+# On a boundary, a microsecond before one, or between two.
+OFFSETS = (timedelta(0), timedelta(0), timedelta(microseconds=-1), timedelta(minutes=30))
+
+
+def readings(gs: list[Grant]) -> st.SearchStrategy[Sent]:
+    """Readings whose hour is often exactly one of the grants' bounds."""
+    bounds = sorted({h for g in gs for h in (g.start, g.end) if h is not None})
+    hour = st.integers(0, 40)
+    if bounds:
+        hour = st.one_of(st.sampled_from(bounds), hour)
+    return st.builds(
+        Sent,
+        provider=st.integers(0, 1),
+        user=st.sampled_from(USERS),
+        type=st.sampled_from(TYPES),
+        hour=hour,
+        offset=st.sampled_from(OFFSETS),
+        rid=st.integers(0, 30),
+        coords=st.booleans(),
+    )
 
 
 def build(s: Sent, value: float) -> Reading:
-    t = hours(s.hour) + timedelta(minutes=30)
+    t = s.when
     if s.type == "geoposition":
         comps = (
             Component("latitude", value, "deg", value, "deg"),
@@ -92,18 +113,18 @@ def oracle(gs: list[Grant], approved: list[tuple[str, ...]], sent: list[Sent]):
     """Expected (status, reason, location_stored) per reading, from the rules alone."""
 
     def covers(g: Grant, s: Sent, purpose: str) -> bool:
-        t = s.hour + 0.5
+        t = s.when
         return (
             g.purpose == purpose
             and not g.withdrawn
             and g.user == s.user
             and (g.provider is None or g.provider == s.provider)
             and (purpose == "location" or g.types is None or s.type in g.types)
-            and (g.start is None or g.start <= t)
-            and (g.end is None or t < g.end)
+            and (g.start is None or hours(g.start) <= t)
+            and (g.end is None or t < hours(g.end))
         )
 
-    seen: set[tuple[int, int, int]] = set()
+    seen: set[tuple[int, int, datetime]] = set()
     out = []
     for s in sent:
         location = any(covers(g, s, "location") for g in gs)
@@ -115,10 +136,10 @@ def oracle(gs: list[Grant], approved: list[tuple[str, ...]], sent: list[Sent]):
             out.append(("rejected", "no_consent", False))
         elif s.type == "geoposition" and not location:
             out.append(("rejected", "no_consent", False))
-        elif (s.provider, s.rid, s.hour) in seen:
+        elif (s.provider, s.rid, s.when) in seen:
             out.append(("duplicate", None, False))
         else:
-            seen.add((s.provider, s.rid, s.hour))
+            seen.add((s.provider, s.rid, s.when))
             out.append(("accepted", None, location))
     return out
 
@@ -131,7 +152,7 @@ def oracle(gs: list[Grant], approved: list[tuple[str, ...]], sent: list[Sent]):
 )
 @given(
     gs=st.lists(grants, max_size=6),
-    sent=st.lists(readings, min_size=1, max_size=25),
+    data=st.data(),
     approved=st.lists(
         st.lists(st.sampled_from(TYPES), min_size=1, unique=True).map(tuple), min_size=2, max_size=2
     ),
@@ -141,9 +162,10 @@ def test_gate_matches_oracle(
     conn: psycopg.Connection,
     master_key: bytes,
     gs: list[Grant],
-    sent: list[Sent],
+    data: st.DataObject,
     approved: list[tuple[str, ...]],
 ) -> None:
+    sent = data.draw(st.lists(readings(gs), min_size=1, max_size=25), label="sent")
     n = next(_serial)
     providers = [
         admin.add_provider(conn, master_key, f"prop-{n}-{i}", types, "test")["provider_id"]

@@ -282,3 +282,28 @@ def test_analyst_reads_export_manifests(api: Api, conn: psycopg.Connection, tmp_
     one = api.client.get("/v1/exports/exp-1", headers=analyst).json()
     assert one["manifest"] == {"files": [], "cutoff": "2026-01-01T00:00:00Z"}
     assert api.client.get("/v1/exports/none", headers=analyst).status_code == 404
+
+
+def test_location_withdrawal_over_the_api_removes_coordinates(
+    api: Api, conn: psycopg.Connection, master_key: bytes, writer: Any
+) -> None:
+    from tests.integration.test_writer import located, located_world
+
+    _, sid, wide, window = located_world(conn, master_key, writer)
+    dpo = _token(api, "dpo")
+    first = api.client.post(f"/v1/consents/{window}/withdraw", headers=api.auth(dpo))
+    assert first.status_code == 200, first.text
+    # `wide` still covers everything: nothing goes.
+    assert located(conn)[0] == ["geo-1", "geo-2", "geo-4", "geo-6"]
+    r = api.client.post(f"/v1/consents/{wide}/withdraw", headers=api.auth(dpo))
+    assert r.status_code == 200, r.text
+    geos, hrs = located(conn)
+    assert geos == [] and hrs == [(f"hr-{h}", False) for h in (1, 2, 4, 6)]
+    assert count(conn, "readings", "latitude IS NOT NULL OR longitude IS NOT NULL") == 0
+    assert (r.json()["geoposition_readings_deleted"], r.json()["coordinates_cleared"]) == (4, 4)
+    assert (first.json()["geoposition_readings_deleted"], first.json()["coordinates_cleared"]) == (
+        0,
+        0,
+    )
+    history = api.client.get(f"/v1/subjects/{sid}/consents", headers=api.auth(dpo)).json()
+    assert sum(1 for c in history if c["withdrawn_at"]) == 2

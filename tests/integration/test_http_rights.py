@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from flows.export import MANIFEST, export_salt, pseudonym, run_export
 from tests.integration.test_http_helpers import ADMIN_TOKEN, make_world, running_app
 from tests.support import seed
+from tests.support.pgtools import pg_dump_data
 
 
 def test_rights_endpoints(db_url: str, conn: psycopg.Connection, master_key: bytes) -> None:
@@ -136,3 +137,90 @@ def test_purge_endpoint_never_answers_done_when_nothing_happened(
 
 def pseudonyms(root: Path) -> set[str]:
     return {p for f in root.rglob("*.parquet") for p in pq.read_table(f)["pseudonym"].to_pylist()}
+
+
+def test_audit_keeps_nothing_of_an_erased_subject(
+    db_url: str, conn: psycopg.Connection, master_key: bytes
+) -> None:
+    """Corrections, reading marks, extracts and audit searches (with the subject
+    id in upper case and without hyphens), then erasure: no audit entry, and no
+    row anywhere, holds the subject id in any form, its reading ids or user refs;
+    reading entries keep keyed hashes and lose the provider id beside them."""
+    from flows import rights
+    from ingest import admin
+
+    user_ref, second_ref = "aud-erase-ref-k3v9", "aud-erase-second-k3v9"
+    world = make_world(conn, master_key, types=("heart-rate",), user_ref=user_ref)
+    sid = world.subject_id
+    forms = [sid, sid.upper(), sid.replace("-", ""), sid.replace("-", "").upper()]
+    rids = [f"aud-reading-k3v9-{i}" for i in range(3)]
+    # An entry written before this fix could hold the id as typed (upper case),
+    # in subject_ref and in its detail.
+    conn.execute(
+        "INSERT INTO audit_log (actor, action, subject_ref, detail) VALUES "
+        "('legacy', 'audit.read', %s, %s), ('legacy', 'reading.delete', %s, %s)",
+        (
+            sid.upper(),
+            orjson.dumps({"filters": {"subject_ref": sid.upper()}}).decode(),
+            sid.upper(),
+            orjson.dumps({"reading_id": rids[2], "provider_id": world.provider_id}).decode(),
+        ),
+    )
+    # A caller naming the subject in another form, in subject_ref and detail.
+    admin.audit(conn, "dpo", "note", "{" + sid.upper() + "}", about=forms[3])
+    admin.audit(conn, "dpo", "search", None, query=f"urn:uuid:{sid.upper()}")
+    conn.commit()
+    with running_app(db_url) as api:
+        dpo = api.auth(
+            api.client.post(
+                "/v1/tokens", json={"name": "dpo-a", "role": "dpo"}, headers=api.auth(ADMIN_TOKEN)
+            ).json()["token"]
+        )
+        r = api.post_readings(world, [seed.data_point(user_ref, id=rid) for rid in rids])
+        assert r.json()["accepted"] == 3
+        up = sid.upper()
+        assert api.client.get(f"/v1/subjects/{up}", headers=dpo).status_code == 200
+        assert api.client.get(f"/v1/subjects/{up}/export", headers=dpo).status_code == 200
+        for rid, action in ((rids[0], "erroneous"), (rids[1], "delete")):
+            r = api.client.post(
+                f"/v1/subjects/{up}/readings/correct",
+                json={"provider_id": world.provider_id, "reading_id": rid, "action": action},
+                headers=dpo,
+            )
+            assert r.status_code == 200, r.text
+        link = {"provider_id": world.provider_id, "user_ref": second_ref}
+        assert api.client.patch(
+            f"/v1/subjects/{up}", json={"add_links": [link]}, headers=dpo
+        ).is_success
+        assert api.client.patch(
+            f"/v1/subjects/{up}", json={"remove_links": [link]}, headers=dpo
+        ).is_success
+        for form in forms:
+            found = api.client.get("/v1/audit", params={"subject": form}, headers=dpo).json()
+            assert len(found) >= 6  # found whatever form the id was typed in
+        rights.correct_reading(conn, sid.upper(), world.provider_id, rids[2], "dpo", action="valid")
+
+        assert api.client.delete(f"/v1/subjects/{up}", headers=dpo).status_code == 200
+        # Searching for the erased subject afterwards finds its entries by hash
+        # and records the hash, not the id.
+        after = api.client.get("/v1/audit", params={"subject": up}, headers=dpo).json()
+        shash = rights.subject_hash(master_key, sid)
+        assert after and {e["subject_ref"] for e in after} == {shash}
+
+    conn.rollback()
+    audit_text = "\n".join(
+        f"{ref} {detail}"
+        for ref, detail in conn.execute("SELECT subject_ref, detail::text FROM audit_log")
+    )
+    reading_entries = conn.execute(
+        "SELECT detail FROM audit_log WHERE detail ? 'reading_id'"
+    ).fetchall()
+    conn.rollback()
+    dumped = pg_dump_data(db_url)
+    for text in (audit_text, dumped):
+        for secret in [*forms, *rids, user_ref, second_ref]:
+            assert secret not in text and secret.lower() not in text.lower(), secret
+    assert len(reading_entries) == 4  # legacy, erroneous, delete, valid
+    for (detail,) in reading_entries:
+        assert detail["reading_id"].startswith("erased:") and "provider_id" not in detail
+    assert shash in audit_text

@@ -6,7 +6,11 @@ import io
 import os
 import subprocess
 import sys
+import threading
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import orjson
 import psycopg
@@ -14,6 +18,7 @@ import pytest
 
 from flows import rights
 from ingest import admin
+from ingest.db import q
 from ingest.writer import Writer
 from schemas.reading import Component, Reading
 from tests.support import seed
@@ -214,3 +219,91 @@ def _extract_cli(cli_env: dict, person: dict, out) -> subprocess.CompletedProces
         text=True,
         timeout=60,
     )
+
+
+def _waiting(db_url: str, event: str) -> int:
+    with psycopg.connect(db_url, autocommit=True) as watch:
+        return watch.execute(  # type: ignore[no-any-return]
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND wait_event_type = 'Lock' AND wait_event = %s",
+            (event,),
+        ).fetchone()[0]
+
+
+def _until(cond: Callable[[], bool], what: str) -> None:
+    deadline = time.monotonic() + 20
+    while not cond():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+def test_erasure_last_step_waits_for_a_concurrent_batch(
+    db_url: str, conn: psycopg.Connection, master_key: bytes, person: dict
+) -> None:
+    """A batch running while erasure deletes the subject's rejections and links
+    (step 4) records a rejection carrying the subject id; the erasure must not
+    finish before that batch and must take its rejection along.
+
+    Two connections, ordered by hand: erasure's step 4 is held inside its
+    transaction by a test-only trigger on `links` that waits for an advisory
+    lock this test holds; the batch (the writer's own lock and decide
+    statements) runs meanwhile; then the lock is released."""
+    sid, pid = person["subject"], person["provider"]
+    conn.execute(
+        "CREATE FUNCTION test_hold() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+        "PERFORM pg_advisory_xact_lock(4242); RETURN OLD; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER test_hold BEFORE DELETE ON links FOR EACH ROW EXECUTE FUNCTION test_hold()"
+    )
+    conn.commit()
+    results: dict[str, Any] = {}
+
+    def erase() -> None:
+        try:
+            results["receipt"] = rights.erase_subject(
+                db_url, master_key, sid, "dpo", pseudonym=no_pseudonym
+            )
+        except BaseException as e:  # reported below
+            results["erase_error"] = e
+
+    def batch() -> None:
+        try:
+            with psycopg.connect(db_url) as b:
+                b.execute(q("create_staging"))
+                b.execute(
+                    "INSERT INTO staging_readings VALUES (0, %s, 'late-batch', %s, "
+                    "'heart-rate', %s, NULL, 'test')",
+                    (pid, USER_REF, NOW),
+                )
+                b.execute(q("lock_batch_subjects")).fetchall()
+                results["decided"] = b.execute(q("decide_batch")).fetchall()
+                b.commit()
+        except BaseException as e:  # reported below
+            results["batch_error"] = e
+
+    with psycopg.connect(db_url, autocommit=True) as holder:
+        holder.execute("SELECT pg_advisory_lock(4242)")
+        eraser = threading.Thread(target=erase)
+        eraser.start()
+        _until(lambda: _waiting(db_url, "advisory") == 1, "erasure never reached step 4")
+        writer_thread = threading.Thread(target=batch)
+        writer_thread.start()
+        # The batch either completes (it got in during step 4) or waits for the
+        # subject's lock; either way it has done what it can before step 4 goes on.
+        _until(
+            lambda: not writer_thread.is_alive() or _waiting(db_url, "transactionid") > 0,
+            "the batch neither finished nor waited",
+        )
+        holder.execute("SELECT pg_advisory_unlock(4242)")
+        eraser.join(30)
+        writer_thread.join(30)
+    assert "erase_error" not in results and "batch_error" not in results, results
+    assert results["receipt"]["completed_at"]
+    assert [d[1] for d in results["decided"]] == ["unknown_subject"]
+    conn.rollback()
+    left = conn.execute("SELECT count(*) FROM rejections WHERE subject_id = %s", (sid,)).fetchone()
+    conn.rollback()
+    assert left == (0,)
+    text = dump(db_url)
+    assert sid not in text and USER_REF not in text

@@ -327,3 +327,103 @@ def test_concurrent_batches_with_the_same_readings_store_each_once(
 def test_unknown_provider_id_is_refused_not_crashed(writer: Writer, world: dict) -> None:
     out = writer.write([("not-a-uuid", hr("x", "alice"))], "test")
     assert (out[0].status, out[0].reason) == ("rejected", "unknown_subject")
+
+
+# Location withdrawal ----------------------------------------------------------
+
+LOC_T0 = NOW.replace(minute=0, second=0) - timedelta(hours=12)
+
+
+def _at(h: int) -> datetime:
+    return LOC_T0 + timedelta(hours=h)
+
+
+def located_world(
+    conn: psycopg.Connection, master: bytes, writer: Writer
+) -> tuple[str, str, str, str]:
+    """A subject with geoposition and heart-rate-with-coordinates readings at
+    +1h, +2h, +4h, +6h; location consents: `wide` (always, any provider) and
+    `window` [+2h, +6h) for this provider. Returns (provider, subject, wide, window)."""
+    pid = seed.provider(conn, master, ("heart-rate", "geoposition"))["provider_id"]
+    sid = seed.subject(conn, pid, "loc-user")
+    seed.consent(conn, sid)
+    wide = seed.consent(conn, sid, "location")
+    window = seed.consent(
+        conn, sid, "location", provider_id=pid, valid_from=_at(2), valid_until=_at(6)
+    )
+    batch: list[tuple[str, Reading | Refusal]] = []
+    for h in (1, 2, 4, 6):
+        batch.append((pid, geo(f"geo-{h}", "loc-user", when=_at(h))))
+        r = hr(f"hr-{h}", "loc-user", when=_at(h))
+        batch.append(
+            (
+                pid,
+                Reading(
+                    r.id,
+                    r.user_ref,
+                    r.type,
+                    r.effective_time,
+                    r.components,
+                    latitude=61.5,
+                    longitude=23.75,
+                ),
+            )
+        )
+    assert {o.status for o in writer.write(batch, "test")} == {"accepted"}
+    return pid, sid, wide, window
+
+
+def located(conn: psycopg.Connection) -> tuple[list[str], list[tuple[str, bool]]]:
+    """(geoposition reading ids, [(heart-rate reading id, has coordinates)])."""
+    conn.rollback()
+    geos = conn.execute(
+        "SELECT DISTINCT reading_id FROM readings WHERE type = 'geoposition' ORDER BY 1"
+    ).fetchall()
+    hrs = conn.execute(
+        "SELECT reading_id, latitude IS NOT NULL AND longitude IS NOT NULL FROM readings "
+        "WHERE type = 'heart-rate' ORDER BY 1"
+    ).fetchall()
+    conn.rollback()
+    return [g[0] for g in geos], [(h[0], h[1]) for h in hrs]
+
+
+def test_location_withdrawal_removes_uncovered_coordinates_cli(
+    conn: psycopg.Connection, master_key: bytes, writer: Writer, cli_env: dict[str, str]
+) -> None:
+    import subprocess
+    import sys
+
+    import orjson
+
+    _, _, wide, window = located_world(conn, master_key, writer)
+    r = subprocess.run(
+        [sys.executable, "-m", "ingest.cli", "consent", "withdraw", wide],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    # The window [+2h, +6h) still covers +2h (its start) and +4h, not +6h (its end).
+    geos, hrs = located(conn)
+    assert geos == ["geo-2", "geo-4"]
+    assert hrs == [("hr-1", False), ("hr-2", True), ("hr-4", True), ("hr-6", False)]
+    out = orjson.loads(r.stdout)
+    assert (out["geoposition_readings_deleted"], out["coordinates_cleared"]) == (2, 2)
+    # The withdrawal, the deletion and the nulling are one transaction, audited.
+    detail = conn.execute(
+        "SELECT detail FROM audit_log WHERE action = 'consent.withdraw'"
+    ).fetchone()[0]  # type: ignore[index]
+    assert detail["geoposition_readings_deleted"] == 2 and detail["coordinates_cleared"] == 2
+    conn.rollback()
+
+    # The last location consent goes: no coordinates left; the health values stay.
+    result = admin.withdraw_consent(conn, window, "test")
+    conn.commit()
+    geos, hrs = located(conn)
+    assert geos == [] and [h for h in hrs if h[1]] == [] and len(hrs) == 4
+    assert (result["geoposition_readings_deleted"], result["coordinates_cleared"]) == (2, 2)
+    # Withdrawing again changes nothing.
+    admin.withdraw_consent(conn, window, "test")
+    conn.commit()
+    assert located(conn) == ([], hrs)

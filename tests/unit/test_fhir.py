@@ -340,3 +340,55 @@ def test_never_raises_on_damaged_observations() -> None:
                 assert isinstance(result, Reading | Refusal)
                 if isinstance(result, Refusal):
                     assert "could not be parsed" not in result.detail
+
+
+LONG = "x" * (2 << 20)  # 2 MB
+
+
+def _long_identifier(obs: dict[str, Any]) -> None:
+    obs["identifier"] = [{"system": "urn:x", "value": LONG}]
+
+
+def _long_reference(obs: dict[str, Any]) -> None:
+    obs["subject"] = {"reference": "Patient/" + LONG}
+
+
+def _long_id(obs: dict[str, Any]) -> None:
+    obs["id"] = "x" * 257
+
+
+def _long_code(obs: dict[str, Any]) -> None:
+    obs["code"]["coding"][0]["code"] = LONG
+
+
+def _long_unit(obs: dict[str, Any]) -> None:
+    obs["valueQuantity"]["unit"] = LONG
+
+
+def _long_time(obs: dict[str, Any]) -> None:
+    obs["effectiveDateTime"] = LONG
+
+
+@pytest.mark.parametrize(
+    ("damage", "field"),
+    [
+        (_long_identifier, "Observation.identifier.0.value"),
+        (_long_reference, "Observation.subject.reference"),
+        (_long_id, "Observation.id"),
+        (_long_code, "Observation.code.coding.0.code"),
+        (_long_unit, "Observation.valueQuantity.unit"),
+        (_long_time, "Observation.effectiveDateTime"),
+    ],
+)
+def test_every_string_is_bounded(damage: Any, field: str) -> None:
+    obs = load("heart-rate")
+    obs.pop("effectivePeriod", None)
+    damage(obs)
+    r = refused(obs, INVALID_SCHEMA)
+    assert r.detail == f"{field}: too long"
+
+
+def test_identifier_of_256_is_kept() -> None:
+    obs = load("heart-rate")
+    obs["identifier"] = [{"value": "i" * 256}]
+    assert reading(obs).id == "i" * 256

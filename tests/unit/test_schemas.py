@@ -166,10 +166,12 @@ def test_huge_strings() -> None:
     refused(dp(body=one("heart_rate", 62, huge)), INVALID_SCHEMA)
     body = {"heart_rate": HR, "effective_time_frame": {"date_time": "2024-03-01T10:00:00" + huge}}
     refused(dp(body=body), INVALID_SCHEMA)
-    refused(dp(schema_id={"namespace": "omh", "name": huge, "version": "1.0"}), UNSUPPORTED_TYPE)
-    # free text the schema allows is allowed, and kept nowhere
-    r = reading(dp(version="1.0", body={"heart_rate": HR, "user_notes": huge}))
-    assert huge not in repr(r)
+    # Every string is bounded (ids 256, free text 4 KiB): an over-long schema
+    # name is a broken header, free text the schema allows is refused past 4 KiB.
+    r = refused(dp(schema_id={"namespace": "omh", "name": huge, "version": "1.0"}), INVALID_SCHEMA)
+    assert r.detail == "header.schema_id.name: too long"
+    r = refused(dp(version="1.0", body={"heart_rate": HR, "user_notes": huge}), INVALID_SCHEMA)
+    assert r.detail == "body.user_notes: too long" and huge not in repr(r)
 
 
 def _nest(depth: int, leaf: object) -> object:
@@ -606,3 +608,67 @@ def test_details_never_carry_the_value(value: float) -> None:
     else:
         assert 20 <= value <= 300
         assert not math.isnan(r.components[0].value)
+
+
+# Every string a data point carries is bounded: ids 256 characters, free text 4 KiB.
+LONG = "x" * (2 << 20)  # 2 MB
+
+
+def _with_provenance(**provenance: str) -> dict[str, Any]:
+    return dp(acquisition_provenance={"source_name": "dev", **provenance})
+
+
+@pytest.mark.parametrize(
+    ("point", "field"),
+    [
+        (dp(id="x" * 257), "header.id"),
+        (dp(user_id="x" * 257), "header.user_id"),
+        (dp(id=LONG), "header.id"),
+        (_with_provenance(source_name=LONG), "header.acquisition_provenance.source_name"),
+        (_with_provenance(source_name="x" * 257), "header.acquisition_provenance.source_name"),
+        (
+            _with_provenance(source_data_point_id=LONG),
+            "header.acquisition_provenance.source_data_point_id",
+        ),
+        (
+            _with_provenance(source_creation_date_time="2024-03-01T10:00:00" + "0" * 100 + "Z"),
+            "header.acquisition_provenance.source_creation_date_time",
+        ),
+        (
+            dp(
+                version="1.0",
+                body={"heart_rate": HR, "effective_time_frame": AT, "user_notes": LONG},
+            ),
+            "body.user_notes",
+        ),
+        (
+            dp(body={"heart_rate": HR, "effective_time_frame": {"date_time": LONG}}),
+            "body.effective_time_frame.date_time",
+        ),
+        (
+            dp(
+                "step-count",
+                "2.0",
+                {
+                    "step_count": 10,
+                    "effective_time_frame": interval(start_date_time=T0, end_date_time=T1),
+                    "descriptive_statistic_denominator": LONG,
+                },
+            ),
+            "body.descriptive_statistic_denominator",
+        ),
+    ],
+)
+def test_every_string_is_bounded(point: dict[str, Any], field: str) -> None:
+    r = refused(point, INVALID_SCHEMA)
+    assert r.detail == f"{field}: too long"
+    assert len(r.detail) < 200 and "xxxx" not in r.detail
+
+
+def test_strings_up_to_their_bound_are_kept() -> None:
+    point = _with_provenance(source_name="d" * 256, source_data_point_id="s" * 256)
+    point["header"]["id"], point["header"]["user_id"] = "i" * 256, "u" * 256
+    r = reading(point)
+    assert (r.id, r.user_ref) == ("i" * 256, "u" * 256)
+    notes = {"heart_rate": HR, "effective_time_frame": AT, "user_notes": "n" * 4096}
+    reading(dp(version="1.0", body=notes))
