@@ -351,8 +351,11 @@ def _refresh_aggregates(url: str, conn: psycopg.Connection) -> None:
     if not conn.execute(q("timescaledb_present")).fetchone()[0]:  # type: ignore[index]
         return
     views = [r[0] for r in conn.execute(q("erasure_continuous_aggregates")).fetchall()]
+    as_owner = conn.execute(q("aggregate_refresh_role")).fetchone()[0]  # type: ignore[index]
     conn.commit()
     with psycopg.connect(url, autocommit=True) as refresher:
+        if as_owner:  # only the owner may refresh; vitals_app acts as it (0007)
+            refresher.execute("SET ROLE vitals_aggregates")
         for view in views:
             refresher.execute("CALL refresh_continuous_aggregate(%s, NULL, NULL)", (view,))
 

@@ -81,6 +81,14 @@ SELECT format('%I.%I', view_schema, view_name)
 FROM timescaledb_information.continuous_aggregates
 WHERE hypertable_name = 'readings'
 
+-- name: aggregate_refresh_role
+-- TimescaleDB: the role that owns the aggregates (migration 0007), when the
+-- connected role may act as it.
+SELECT EXISTS (
+    SELECT 1 FROM pg_roles
+    WHERE rolname = 'vitals_aggregates' AND pg_has_role('vitals_aggregates', 'MEMBER')
+)
+
 -- name: timescaledb_present
 SELECT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'timescaledb')
 

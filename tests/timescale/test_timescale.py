@@ -449,3 +449,27 @@ def test_retention_job_drops_old_chunks(ts: psycopg.Connection) -> None:
     assert before_recent == count(
         ts, "SELECT count(*) FROM readings WHERE effective_time > now() - interval '365 days'"
     )
+
+
+def test_the_app_role_refreshes_the_aggregates_as_their_owner_role(ts: psycopg.Connection) -> None:
+    """vitals_app owns nothing, and only an aggregate's owner may refresh it:
+    erasure (flows.rights._refresh_aggregates) acts as vitals_aggregates, which
+    migration 0007 made the owner and granted to vitals_app."""
+    sid = add_subject(ts, "collection")
+    seed(ts, sid, first_day=230, days=3, components={"step_count": ("step-count", 1000.0)})
+    ts.execute(
+        "CALL refresh_continuous_aggregate('readings_daily', now() - interval '240 days', "
+        "now() - interval '220 days')"
+    )
+    assert count(ts, "SELECT count(*) FROM readings_daily WHERE subject_id = %s", sid) == 3
+    ts.execute("DELETE FROM readings WHERE subject_id = %s", (sid,))
+    ts.execute("SET ROLE vitals_app")
+    try:
+        with pytest.raises(psycopg.errors.InsufficientPrivilege):
+            ts.execute("CALL refresh_continuous_aggregate('public.readings_daily', NULL, NULL)")
+        assert ts.execute(queries()["aggregate_refresh_role"]).fetchone() == (True,)
+        ts.execute("SET ROLE vitals_aggregates")
+        ts.execute("CALL refresh_continuous_aggregate('public.readings_daily', NULL, NULL)")
+    finally:
+        ts.execute("RESET ROLE")
+    assert count(ts, "SELECT count(*) FROM readings_daily WHERE subject_id = %s", sid) == 0
