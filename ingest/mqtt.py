@@ -41,7 +41,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import queue
+import select
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -155,9 +157,13 @@ class _ByteLimitedClient(mqtt.Client):
     overshoots. While paused it waits briefly instead of reading, and the loop
     goes on writing (PUBACKs, refusals, pings). It still reads until connected,
     so that a CONNACK is never left unread.
+
+    After its own DISCONNECT it closes the connection gracefully (`_sock_close`).
     """
 
     paused: Callable[[float], bool] = staticmethod(lambda _wait: False)
+    close_timeout = 5.0  # seconds to wait for the broker to read our DISCONNECT
+    _disconnecting = False
 
     def loop_read(self, max_packets: int = 1) -> mqtt.MQTTErrorCode:
         if self._sock is None:
@@ -176,6 +182,54 @@ class _ByteLimitedClient(mqtt.Client):
             if rc == mqtt.MQTTErrorCode.MQTT_ERR_AGAIN:
                 return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
         return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def disconnect(
+        self, reasoncode: ReasonCode | None = None, properties: Properties | None = None
+    ) -> mqtt.MQTTErrorCode:
+        self._disconnecting = True
+        return super().disconnect(reasoncode, properties)
+
+    def _sock_close(self) -> None:
+        """Close the socket; after our DISCONNECT, only once the broker has read it.
+
+        paho closes the socket as soon as the DISCONNECT is written. The broker
+        keeps sending PUBLISHes until it reads that DISCONNECT, so the socket
+        often has unread data then, and Linux answers close() of such a socket
+        with a RST instead of a FIN. A busy Mosquitto, woken by the reset, drops
+        the connection ("closed its connection") without processing what it had
+        received and not yet read: our last PUBACKs and the DISCONNECT. The
+        session then redelivered messages we had committed and acknowledged.
+        So: half-close (FIN after everything we wrote), read and discard until
+        the broker closes its side (it has then processed all of it), then
+        close. What we discard is unacknowledged and will be redelivered.
+        """
+        sock = self._sock
+        if sock is not None and self._disconnecting:
+            self._disconnecting = False
+            _drain_and_close(sock, self.close_timeout)  # type: ignore[arg-type]
+        super()._sock_close()
+
+
+def _drain_and_close(sock: socket.socket, timeout: float) -> None:
+    """Half-close `sock` and read until the peer closes too (or `timeout` passes)."""
+    try:
+        sock.shutdown(socket.SHUT_WR)
+    except OSError:
+        return  # already reset or closed: nothing more to deliver
+    deadline = time.monotonic() + timeout
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            readable, _, _ = select.select([sock], [], [], left)
+            if readable and not sock.recv(65536):
+                return  # the broker closed its side: it has read our DISCONNECT
+        except (BlockingIOError, InterruptedError):
+            continue
+        except OSError:
+            return
+    log.warning(
+        "the broker did not close the connection after our DISCONNECT; closing anyway",
+        extra={"event": "disconnect_timeout"},
+    )
 
 
 class Ingester:
@@ -550,9 +604,10 @@ class Ingester:
                     info.wait_for_publish(left)
                 except (RuntimeError, ValueError):
                     break
-        # The network thread sends the queued PUBACKs, then the DISCONNECT; stopping
-        # it before that closed the socket with acknowledgements still queued, and
-        # the broker redelivered committed messages.
+        # The network thread sends the queued PUBACKs, then the DISCONNECT, and
+        # closes only once the broker has read them (_ByteLimitedClient._sock_close);
+        # stopping it before that closed the socket with acknowledgements still
+        # queued or unread, and the broker redelivered committed messages.
         if self.client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
             self._gone.wait(5.0)
         self.client.loop_stop()
