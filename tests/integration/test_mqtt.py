@@ -400,7 +400,9 @@ def test_sigterm_drains_commits_acknowledges_and_exits_0(
     a = new_provider(conn, master_key, broker)
     # A small receive window, so that the broker still holds messages at SIGTERM.
     ingester = ingesters(args=["--receive-maximum", "10"]).start()
-    data = points(10_000)
+    # Enough that the broker still holds messages at SIGTERM even on a loaded
+    # machine (10,000 were sometimes all committed before the signal landed).
+    data = points(30_000)
     payloads = messages(data, 10)
     publisher = Publisher(a.url, a.topic, payloads)
     publisher.start()
