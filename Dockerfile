@@ -11,6 +11,7 @@ RUN pip install --require-hashes --no-deps -r /tmp/uv.txt
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-install-project
+COPY core core
 COPY ingest ingest
 COPY flows flows
 COPY schemas schemas

@@ -225,7 +225,7 @@ def derive_groups(
     cache_policy=NO_CACHE,
 )
 def derive_groups_task(actor: str) -> dict[str, Any]:
-    from ingest.settings import Settings
+    from core.settings import Settings
 
     return derive_groups(Settings().require_database_url(), actor=actor)
 

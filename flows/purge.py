@@ -42,9 +42,10 @@ from flows import common  # noqa: F401  (quiet Prefect env before prefect is imp
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from core import crypto
 from flows.export import MANIFEST, file_entry, private_file, pseudonym, write_manifest
 from flows.rights import subject_hash
-from ingest import admin, crypto
+from ingest import admin
 from ingest.db import q, translate_errors
 
 
@@ -228,7 +229,7 @@ def purge_exports(database_url: str, master: bytes, *, actor: str) -> dict[str, 
 
 
 def purge_from_settings(actor: str) -> dict[str, Any]:
-    from ingest.settings import Settings
+    from core.settings import Settings
 
     settings = Settings()
     return purge_exports(

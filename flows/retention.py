@@ -25,9 +25,9 @@ from flows import common  # noqa: F401  (quiet Prefect env before prefect is imp
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from core.settings import Settings
 from ingest.admin import audit
 from ingest.db import q, translate_errors
-from ingest.settings import Settings
 
 DEFAULT_CHUNK = 50_000
 

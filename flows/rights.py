@@ -16,7 +16,9 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ingest import admin, crypto
+from core import crypto
+from core.errors import InputError, NotFound
+from ingest import admin
 from ingest.db import q, translate_errors
 
 ERASURE_CHUNK = 50_000
@@ -71,7 +73,7 @@ def write_extract(
     with translate_errors():
         subject = _rows(conn, "extract_subject", params)
         if not subject:
-            raise admin.NotFound("subject", subject_id)
+            raise NotFound("subject", subject_id)
         sections = {
             "links": _rows(conn, "subject_links", params),
             "consents": admin.consent_history(conn, str(sid)),
@@ -115,7 +117,7 @@ def correct_subject(
         conn.execute(q("lock_subject"), {"subject_id": sid})
         if residency is not None:
             if residency not in admin.RESIDENCIES:
-                raise admin.InputError("invalid_residency", "residency must be FI or EU")
+                raise InputError("invalid_residency", "residency must be FI or EU")
             conn.execute(q("set_residency"), {"subject_id": sid, "residency": residency})
             # Now FI: past EU exports may no longer hold them (`vitals export purge`).
             conn.execute(q("queue_purge_residency"), {"subject_id": sid})
@@ -131,7 +133,7 @@ def correct_subject(
                 ).fetchone()
                 is None
             ):
-                raise admin.InputError("not_found", "no such link on this subject")
+                raise InputError("not_found", "no such link on this subject")
         for provider_id, user_ref in add_links:
             admin.add_link(conn, sid, provider_id, user_ref, actor)
         after = admin.get_subject(conn, sid)
@@ -169,9 +171,9 @@ def correct_reading(
                 q("mark_reading_erroneous"), params | {"erroneous": action == "erroneous"}
             ).fetchall()
         else:
-            raise admin.InputError("invalid_action", "action must be erroneous, valid or delete")
+            raise InputError("invalid_action", "action must be erroneous, valid or delete")
         if not rows:
-            raise admin.NotFound("reading", reading_id)
+            raise NotFound("reading", reading_id)
         admin.audit(
             conn,
             actor,
@@ -225,7 +227,7 @@ def erase_subject(
             conn.rollback()
             if receipt is not None and receipt[5] != "erasing":
                 return _receipt(conn, shash, already=True)
-            raise admin.NotFound("subject", subject_id)
+            raise NotFound("subject", subject_id)
         conn.execute(q("erasure_begin"), {"subject_id": sid, "subject_hash": shash, "actor": actor})
         conn.commit()
         step("begin")

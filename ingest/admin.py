@@ -16,7 +16,8 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ingest import crypto
+from core import crypto
+from core.errors import InputError, NotFound
 from ingest.db import q
 from schemas.reading import TYPES
 
@@ -25,19 +26,6 @@ RESIDENCIES = ("FI", "EU")
 ROLES = ("admin", "dpo", "analyst")
 TOKEN_DAYS_DEFAULT = 90
 TOKEN_DAYS_MAX = 365
-
-
-class InputError(ValueError):
-    """A refused input: `code` is machine-readable, the message says why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class NotFound(InputError):
-    def __init__(self, what: str, ident: object) -> None:
-        super().__init__("not_found", f"{what} {ident} does not exist")
 
 
 def parse_uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:

@@ -27,8 +27,10 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row
 from pydantic import AliasChoices, BaseModel, Field
 
-from ingest import admin, crypto
-from ingest.db import StorageError, StorageUnavailable, q, translate_errors
+from core import crypto
+from core.errors import InputError, NotFound, StorageError, StorageUnavailable
+from ingest import admin
+from ingest.db import q, translate_errors
 from ingest.http import Runtime, error, json_response, runtime, unavailable
 
 ADMIN = ("admin",)
@@ -97,8 +99,8 @@ def install_handlers(app: FastAPI) -> None:
         return error(exc.status, exc.code, exc.detail, headers)
 
     async def on_input_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, admin.InputError)
-        status = 404 if isinstance(exc, admin.NotFound) else 409 if exc.code == "duplicate" else 400
+        assert isinstance(exc, InputError)
+        status = 404 if isinstance(exc, NotFound) else 409 if exc.code == "duplicate" else 400
         return error(status, exc.code, str(exc))
 
     async def on_storage_error(request: Request, exc: Exception) -> Response:
@@ -107,7 +109,7 @@ def install_handlers(app: FastAPI) -> None:
         return error(500, "storage_error", "the database refused the operation")
 
     app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(admin.InputError, on_input_error)
+    app.add_exception_handler(InputError, on_input_error)
     app.add_exception_handler(StorageError, on_storage_error)
 
 
@@ -194,7 +196,7 @@ def get_provider(provider_id: str, request: Request, who: AsAdmin) -> Response:
     with transaction(runtime(request)) as conn:
         row = admin.get_provider(conn, provider_id)
         if row is None:
-            raise admin.NotFound("provider", provider_id)
+            raise NotFound("provider", provider_id)
         admin.audit(conn, who.actor, "provider.read", provider_id=str(row["provider_id"]))
     return json_response({k: row[k] for k in _PUBLIC_PROVIDER})
 
@@ -249,11 +251,11 @@ def list_tokens(request: Request, who: AsAdmin) -> Response:
 def revoke_token(token_id: str, request: Request, who: AsAdmin) -> Response:
     token_id = token_id.lower()
     if len(token_id) != 64 or any(c not in "0123456789abcdef" for c in token_id):
-        raise admin.NotFound("token", token_id)
+        raise NotFound("token", token_id)
     with transaction(runtime(request)) as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(q("api_revoke_token"), {"token_id": token_id}).fetchone()
         if row is None:
-            raise admin.NotFound("token", token_id)
+            raise NotFound("token", token_id)
         admin.audit(conn, who.actor, "token.revoke", name=row["name"], role=row["role"])
     return json_response(row)
 
@@ -354,7 +356,7 @@ def read_audit(
 ) -> Response:
     for t in (since, until):
         if t is not None and t.tzinfo is None:
-            raise admin.InputError("invalid_time", "since/until need a UTC offset (e.g. Z)")
+            raise InputError("invalid_time", "since/until need a UTC offset (e.g. Z)")
     params: dict[str, Any] = {
         "actor": actor,
         "action": action,
@@ -392,7 +394,7 @@ def get_export(export_id: str, request: Request, who: AsAnalyst) -> Response:
     with transaction(runtime(request)) as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(q("api_get_export"), {"export_id": export_id}).fetchone()
         if row is None:
-            raise admin.NotFound("export", export_id)
+            raise NotFound("export", export_id)
         admin.audit(conn, who.actor, "export.read", export_id=export_id)
     manifest_path = Path(row.pop("path")) / "_manifest.json"
     try:

@@ -13,9 +13,8 @@ from typing import Any
 
 import orjson
 
-from ingest.admin import InputError
-from ingest.db import StorageError
-from ingest.settings import Settings, SettingsError
+from core.errors import InputError, SettingsError, StorageError
+from core.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 

@@ -15,19 +15,13 @@ from pathlib import Path
 import psycopg
 import psycopg_pool
 
+from core.errors import StorageError, StorageUnavailable
+
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 QUERIES_DIR = SQL_DIR / "queries"
 MIGRATIONS_DIR = SQL_DIR / "migrations"
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
-
-
-class StorageError(Exception):
-    """A database operation failed for a reason other than availability."""
-
-
-class StorageUnavailable(StorageError):
-    """The database cannot be reached now; nothing of the operation was stored."""
 
 
 @functools.cache

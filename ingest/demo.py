@@ -32,11 +32,11 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg import sql
 
+from core.settings import Settings
 from ingest import admin
 from ingest.broker import broker_init, parse_mqtt_url
 from ingest.demo_report import build_report, print_report
 from ingest.migrate import migrate
-from ingest.settings import Settings
 from ingest.simulator import PROFILES, bad_payloads, device_day
 from ingest.webhook_auth import sign
 

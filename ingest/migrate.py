@@ -9,6 +9,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
+from core.errors import MigrationError
 from ingest.db import MIGRATIONS_DIR, translate_errors
 
 _LOCK_KEY = 0x76_69_74_61_6C_73  # "vitals": one migrator at a time
@@ -60,10 +61,6 @@ def applied(conn: psycopg.Connection) -> dict[int, str]:
 def pending(conn: psycopg.Connection) -> list[Migration]:
     done = applied(conn)
     return [m for m in available() if m.version not in done]
-
-
-class MigrationError(RuntimeError):
-    pass
 
 
 APP_ROLE = "vitals_app"

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import psycopg_pool
 
+from core.errors import InputError
 from ingest import admin
 from ingest.db import translate_errors
 
@@ -154,6 +155,6 @@ def _looks_like_uuid(value: str) -> bool:
         return False
     try:
         admin.parse_uuid(value, "provider")
-    except admin.InputError:
+    except InputError:
         return False
     return True

@@ -25,8 +25,9 @@ from typing import Literal
 import psycopg
 import psycopg_pool
 
-from ingest import metrics
-from ingest.db import StorageError, StorageUnavailable, q, translate_errors
+from core import metrics
+from core.errors import StorageError, StorageUnavailable
+from ingest.db import q, translate_errors
 from schemas.reading import (
     INVALID_SCHEMA,
     NO_CONSENT,

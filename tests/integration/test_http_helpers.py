@@ -24,9 +24,9 @@ import psycopg_pool
 import pytest
 import uvicorn
 
+from core.settings import Settings
 from ingest.db import make_pool
 from ingest.http import create_app
-from ingest.settings import Settings
 from ingest.webhook_auth import sign
 from tests.conftest import TEST_SECRET_KEY
 from tests.support import seed

@@ -255,7 +255,7 @@ def test_batch_is_atomic_when_database_fails(
     writer: Writer, conn: psycopg.Connection, world: dict, pg_server_url: str
 ) -> None:
     """Nothing of a batch is stored when its transaction fails."""
-    from ingest.db import StorageError
+    from core.errors import StorageError
 
     p = world["provider"]
     conn.execute("ALTER TABLE rejections ADD CONSTRAINT no_test CHECK (transport <> 'boom')")
