@@ -15,9 +15,9 @@ from psycopg import sql
 
 from ingest import admin
 from ingest.gate import parse_payload
-from ingest.migrate import migrate
-from ingest.writer import READINGS_TYPES
 from schemas.reading import Reading
+from store.migrate import migrate
+from store.writer import READINGS_TYPES
 
 SECRET_KEY = os.environ.get("VITALS_SECRET_KEY", "bench-key-7c1e9a3f5b2d4e6a8c0b1d3f5a7e9c2b")
 SERVER_URL = os.environ.get(

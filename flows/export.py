@@ -67,7 +67,7 @@ from core.errors import InputError
 from flows.common import Progress
 from flows.groups import EVIDENCE_TYPES, EVIDENCE_WITHOUT_TYPES
 from ingest.admin import audit
-from ingest.db import q, translate_errors
+from store.db import q, translate_errors
 
 REGIONS = ("FI", "EU")
 MANIFEST = "_manifest.json"

@@ -1,7 +1,7 @@
 """`vitals export purge`: rewrite past exports without the rows of erased,
 research-withdrawn or re-resident subjects, and update their manifests.
 
-The work list is the purge queue (`export_purge_queue`, sql/migrations/0005):
+The work list is the purge queue (`export_purge_queue`, store/sql/migrations/0005):
 erasure queues the subject's pseudonym per export, a research withdrawal and a
 residency correction queue the subject per export. Each run first finds what
 those missed (`queue_pending`): disclosure-log rows of subjects that no longer
@@ -46,7 +46,7 @@ from core import crypto
 from flows.export import MANIFEST, file_entry, private_file, pseudonym, write_manifest
 from flows.rights import subject_hash
 from ingest import admin
-from ingest.db import q, translate_errors
+from store.db import q, translate_errors
 
 
 class PurgeError(RuntimeError):

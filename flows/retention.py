@@ -27,7 +27,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.settings import Settings
 from ingest.admin import audit
-from ingest.db import q, translate_errors
+from store.db import q, translate_errors
 
 DEFAULT_CHUNK = 50_000
 

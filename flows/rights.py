@@ -19,7 +19,7 @@ from psycopg.types.json import Jsonb
 from core import crypto
 from core.errors import InputError, NotFound
 from ingest import admin
-from ingest.db import q, translate_errors
+from store.db import q, translate_errors
 
 ERASURE_CHUNK = 50_000
 _JSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC

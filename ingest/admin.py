@@ -18,8 +18,8 @@ from psycopg.types.json import Jsonb
 
 from core import crypto
 from core.errors import InputError, NotFound
-from ingest.db import q
 from schemas.reading import TYPES
+from store.db import q
 
 PURPOSES = ("collection", "location", "analytics", "research")
 RESIDENCIES = ("FI", "EU")

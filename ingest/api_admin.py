@@ -30,8 +30,8 @@ from pydantic import AliasChoices, BaseModel, Field
 from core import crypto
 from core.errors import InputError, NotFound, StorageError, StorageUnavailable
 from ingest import admin
-from ingest.db import q, translate_errors
 from ingest.http import Runtime, error, json_response, runtime, unavailable
+from store.db import q, translate_errors
 
 ADMIN = ("admin",)
 DPO = ("admin", "dpo")

@@ -45,7 +45,7 @@ def csv_list(value: str) -> list[str]:
 
 
 def _connect(settings: Settings) -> Any:
-    from ingest.db import connect
+    from store.db import connect
 
     return connect(settings.require_database_url())
 
@@ -54,7 +54,7 @@ def _connect(settings: Settings) -> Any:
 
 
 def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.migrate import migrate
+    from store.migrate import migrate
 
     applied = migrate(settings.require_database_url())
     say(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
@@ -63,7 +63,7 @@ def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_app_role(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.migrate import APP_ROLE, enable_app_login
+    from store.migrate import APP_ROLE, enable_app_login
 
     if settings.app_database_password is None:
         raise SettingsError("VITALS_APP_DATABASE_PASSWORD is required")

@@ -25,7 +25,7 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from core.errors import StorageError, StorageUnavailable
-from ingest.writer import Outcome, Parsed, Writer
+from store.writer import Outcome, Parsed, Writer
 
 log = logging.getLogger("vitals.coalesce")
 

@@ -36,9 +36,9 @@ from core.settings import Settings
 from ingest import admin
 from ingest.broker import broker_init, parse_mqtt_url
 from ingest.demo_report import build_report, print_report
-from ingest.migrate import migrate
 from ingest.simulator import PROFILES, bad_payloads, device_day
 from ingest.webhook_auth import sign
+from store.migrate import migrate
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEVICES = 300

@@ -36,9 +36,7 @@ from core.errors import StorageError, StorageUnavailable
 from core.metrics import HTTP_REQUEST_SECONDS, register_transport
 from core.settings import Settings
 from ingest.coalesce import CoalescingWriter
-from ingest.db import make_pool, translate_errors
 from ingest.gate import Format, ShapeError, parse_payload
-from ingest.migrate import pending
 from ingest.webhook_auth import (
     PROVIDER_CACHE_TTL_S,
     SIGNATURE_HEADER,
@@ -46,7 +44,9 @@ from ingest.webhook_auth import (
     ProviderCache,
     parse_signature,
 )
-from ingest.writer import Writer
+from store.db import make_pool, translate_errors
+from store.migrate import pending
+from store.writer import Writer
 
 log = logging.getLogger("vitals.http")
 

@@ -63,11 +63,11 @@ from core import metrics
 from core.errors import SettingsError, StorageError, StorageUnavailable
 from core.settings import Settings
 from ingest.broker import SHARE_GROUP, ingester_client_id, parse_mqtt_url
-from ingest.db import make_pool
 from ingest.gate import ShapeError, parse_payload
 from ingest.mqtt_instance import InstanceSlotsFull, claim_instance
-from ingest.writer import Outcome, Parsed, Writer
 from schemas.reading import INVALID_SCHEMA, Refusal
+from store.db import make_pool
+from store.writer import Outcome, Parsed, Writer
 
 log = logging.getLogger("vitals.mqtt")
 

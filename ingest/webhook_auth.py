@@ -13,7 +13,7 @@ import psycopg_pool
 
 from core.errors import InputError
 from ingest import admin
-from ingest.db import translate_errors
+from store.db import translate_errors
 
 SIGNATURE_TOLERANCE_S = 300
 SIGNATURE_HEADER = "Vitals-Signature"

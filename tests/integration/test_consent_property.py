@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest import admin
-from ingest.writer import Writer
 from schemas.reading import Component, Reading
+from store.writer import Writer
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 TYPES = ("heart-rate", "blood-pressure", "step-count", "geoposition")

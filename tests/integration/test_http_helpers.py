@@ -25,9 +25,9 @@ import pytest
 import uvicorn
 
 from core.settings import Settings
-from ingest.db import make_pool
 from ingest.http import create_app
 from ingest.webhook_auth import sign
+from store.db import make_pool
 from tests.conftest import TEST_SECRET_KEY
 from tests.support import seed
 

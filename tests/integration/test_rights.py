@@ -18,9 +18,9 @@ import pytest
 
 from core.errors import NotFound
 from flows import rights
-from ingest.db import q
-from ingest.writer import Writer
 from schemas.reading import Component, Reading
+from store.db import q
+from store.writer import Writer
 from tests.support import seed
 from tests.support.pgtools import pg_dump_data
 

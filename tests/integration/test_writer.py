@@ -11,8 +11,8 @@ import psycopg
 import pytest
 
 from ingest import admin
-from ingest.writer import Writer
 from schemas.reading import Component, Reading, Refusal
+from store.writer import Writer
 from tests.support import seed
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)

@@ -27,7 +27,6 @@ import psycopg_pool
 
 from core import metrics
 from core.errors import StorageError, StorageUnavailable
-from ingest.db import q, translate_errors
 from schemas.reading import (
     INVALID_SCHEMA,
     NO_CONSENT,
@@ -36,6 +35,7 @@ from schemas.reading import (
     Reading,
     Refusal,
 )
+from store.db import q, translate_errors
 
 Status = Literal["accepted", "duplicate", "rejected"]
 Parsed = Reading | Refusal
