@@ -13,9 +13,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from ingest import admin
 from ingest.gate import parse_payload
 from schemas.reading import Reading
+from store import registry
 from store.migrate import migrate
 from store.writer import READINGS_TYPES
 
@@ -49,12 +49,12 @@ def seed_registry(
 
     Returns (provider_id, user refs, webhook secret)."""
     with psycopg.connect(url) as conn:
-        p = admin.add_provider(conn, SECRET_KEY.encode(), "bench", types, "bench")
+        p = registry.add_provider(conn, SECRET_KEY.encode(), "bench", types, "bench")
         pid = p["provider_id"]
         refs = [f"u{i}" for i in range(n_subjects)]
         for ref in refs:
-            sid = admin.add_subject(conn, "EU", [(pid, ref)], "bench")["subject_id"]
-            admin.grant_consent(conn, sid, "collection", "bench", provider_id=pid)
+            sid = registry.add_subject(conn, "EU", [(pid, ref)], "bench")["subject_id"]
+            registry.grant_consent(conn, sid, "collection", "bench", provider_id=pid)
         conn.commit()
     return pid, refs, p["webhook_secret"]
 

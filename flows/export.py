@@ -66,8 +66,8 @@ from core import crypto
 from core.errors import InputError
 from flows.common import Progress
 from flows.groups import EVIDENCE_TYPES, EVIDENCE_WITHOUT_TYPES
-from ingest.admin import audit
 from store.db import q, translate_errors
+from store.registry import audit
 
 REGIONS = ("FI", "EU")
 MANIFEST = "_manifest.json"

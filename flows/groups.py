@@ -27,8 +27,8 @@ from flows import common  # noqa: F401  (quiet Prefect env before prefect is imp
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from ingest.admin import audit
 from store.db import q, translate_errors
+from store.registry import audit
 
 RULES_PATH = Path(__file__).with_name("rules_v1.json")
 

@@ -45,7 +45,7 @@ from prefect.cache_policies import NO_CACHE
 from core import crypto
 from flows.export import MANIFEST, file_entry, private_file, pseudonym, write_manifest
 from flows.rights import subject_hash
-from ingest import admin
+from store import registry
 from store.db import q, translate_errors
 
 
@@ -182,7 +182,7 @@ def purge_exports(database_url: str, master: bytes, *, actor: str) -> dict[str, 
             except (PurgeError, OSError) as e:
                 error = str(e)
                 conn.execute(q("purge_failed"), {"queue_ids": queue_ids, "error": error})
-                admin.audit(
+                registry.audit(
                     conn, actor, "export.purge_failed", None, export_id=export_id, error=error
                 )
                 conn.commit()
@@ -198,7 +198,7 @@ def purge_exports(database_url: str, master: bytes, *, actor: str) -> dict[str, 
                 },
             )
             conn.execute(q("purge_complete_receipts"))
-            admin.audit(
+            registry.audit(
                 conn,
                 actor,
                 "export.purge",

@@ -26,8 +26,8 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.settings import Settings
-from ingest.admin import audit
 from store.db import q, translate_errors
+from store.registry import audit
 
 DEFAULT_CHUNK = 50_000
 

@@ -18,7 +18,7 @@ from psycopg.types.json import Jsonb
 
 from core import crypto
 from core.errors import InputError, NotFound
-from ingest import admin
+from store import registry
 from store.db import q, translate_errors
 
 ERASURE_CHUNK = 50_000
@@ -27,7 +27,7 @@ _JSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 def subject_hash(master: bytes, subject_id: str | uuid.UUID) -> str:
     """The keyed hash that replaces a subject id after erasure."""
-    return admin.erased_subject_ref(master, subject_id)
+    return registry.erased_subject_ref(master, subject_id)
 
 
 def _default(obj: Any) -> Any:
@@ -68,7 +68,7 @@ def write_extract(
     Streams readings; returns counts per section. Audited as a read of
     personal data.
     """
-    sid = admin.parse_uuid(subject_id, "subject")
+    sid = registry.parse_uuid(subject_id, "subject")
     params = {"subject_id": sid}
     with translate_errors():
         subject = _rows(conn, "extract_subject", params)
@@ -76,7 +76,7 @@ def write_extract(
             raise NotFound("subject", subject_id)
         sections = {
             "links": _rows(conn, "subject_links", params),
-            "consents": admin.consent_history(conn, str(sid)),
+            "consents": registry.consent_history(conn, str(sid)),
             "groups": _rows(conn, "extract_groups", params),
             "rejections": _rows(conn, "extract_rejections", params),
             "disclosures": _rows(conn, "extract_disclosures", params),
@@ -91,7 +91,7 @@ def write_extract(
             n += 1
         out.write(b"]}\n")
         counts = {k: len(v) for k, v in sections.items()} | {"readings": n}
-        admin.audit(conn, actor, "subject.extract", sid, counts=counts)
+        registry.audit(conn, actor, "subject.extract", sid, counts=counts)
         conn.commit()
     return counts
 
@@ -111,12 +111,12 @@ def correct_subject(
     remove_links: Sequence[tuple[str, str]] = (),
 ) -> dict[str, Any]:
     """Change residency, relationship end or links; before/after in the audit log."""
-    sid = admin.parse_uuid(subject_id, "subject")
+    sid = registry.parse_uuid(subject_id, "subject")
     with translate_errors():
-        before = admin.get_subject(conn, sid)
+        before = registry.get_subject(conn, sid)
         conn.execute(q("lock_subject"), {"subject_id": sid})
         if residency is not None:
-            if residency not in admin.RESIDENCIES:
+            if residency not in registry.RESIDENCIES:
                 raise InputError("invalid_residency", "residency must be FI or EU")
             conn.execute(q("set_residency"), {"subject_id": sid, "residency": residency})
             # Now FI: past EU exports may no longer hold them (`vitals export purge`).
@@ -126,7 +126,7 @@ def correct_subject(
                 q("set_relationship_end"), {"subject_id": sid, "relationship_end": relationship_end}
             )
         for provider_id, user_ref in remove_links:
-            pid = admin.parse_uuid(provider_id, "provider")
+            pid = registry.parse_uuid(provider_id, "provider")
             if (
                 conn.execute(
                     q("delete_link"), {"subject_id": sid, "provider_id": pid, "user_ref": user_ref}
@@ -135,9 +135,9 @@ def correct_subject(
             ):
                 raise InputError("not_found", "no such link on this subject")
         for provider_id, user_ref in add_links:
-            admin.add_link(conn, sid, provider_id, user_ref, actor)
-        after = admin.get_subject(conn, sid)
-        admin.audit(
+            registry.add_link(conn, sid, provider_id, user_ref, actor)
+        after = registry.get_subject(conn, sid)
+        registry.audit(
             conn,
             actor,
             "subject.correct",
@@ -160,8 +160,8 @@ def correct_reading(
 ) -> dict[str, Any]:
     """`erroneous` (kept for the record, excluded from groups and exports),
     `valid` (undo that), or `delete`."""
-    sid = admin.parse_uuid(subject_id, "subject")
-    pid = admin.parse_uuid(provider_id, "provider")
+    sid = registry.parse_uuid(subject_id, "subject")
+    pid = registry.parse_uuid(provider_id, "provider")
     params = {"subject_id": sid, "provider_id": pid, "reading_id": reading_id}
     with translate_errors():
         if action == "delete":
@@ -174,7 +174,7 @@ def correct_reading(
             raise InputError("invalid_action", "action must be erroneous, valid or delete")
         if not rows:
             raise NotFound("reading", reading_id)
-        admin.audit(
+        registry.audit(
             conn,
             actor,
             f"reading.{action}",
@@ -212,7 +212,7 @@ def erase_subject(
     'complete' (with `completed_at`). The first step waits for running exports
     to commit (`erasure_export_lock`), so none can take the subject after it.
     """
-    sid = admin.parse_uuid(subject_id, "subject")
+    sid = registry.parse_uuid(subject_id, "subject")
     shash = subject_hash(master, sid)
 
     def step(name: str) -> None:
@@ -293,7 +293,7 @@ def erase_subject(
             )
         pseudonymise_audit(conn, master, sid, shash)
         conn.execute(q("erasure_finish"), {"subject_id": sid, "subject_hash": shash})
-        admin.audit(conn, actor, "subject.erase", shash)
+        registry.audit(conn, actor, "subject.erase", shash)
         conn.commit()
         return _receipt(conn, shash, already=False)
 
