@@ -22,6 +22,10 @@ import psycopg_pool
 
 from core.errors import StorageError, StorageUnavailable
 
+# What callers above the store name a connection in their signatures, so they
+# need not import the driver.
+Connection = psycopg.Connection
+
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
