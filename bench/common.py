@@ -13,11 +13,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from ingest import admin
 from ingest.gate import parse_payload
-from ingest.migrate import migrate
-from ingest.writer import READINGS_TYPES
 from schemas.reading import Reading
+from store import registry
+from store.migrate import migrate
+from store.writer import READINGS_TYPES
 
 SECRET_KEY = os.environ.get("VITALS_SECRET_KEY", "bench-key-7c1e9a3f5b2d4e6a8c0b1d3f5a7e9c2b")
 SERVER_URL = os.environ.get(
@@ -49,12 +49,12 @@ def seed_registry(
 
     Returns (provider_id, user refs, webhook secret)."""
     with psycopg.connect(url) as conn:
-        p = admin.add_provider(conn, SECRET_KEY.encode(), "bench", types, "bench")
+        p = registry.add_provider(conn, SECRET_KEY.encode(), "bench", types, "bench")
         pid = p["provider_id"]
         refs = [f"u{i}" for i in range(n_subjects)]
         for ref in refs:
-            sid = admin.add_subject(conn, "EU", [(pid, ref)], "bench")["subject_id"]
-            admin.grant_consent(conn, sid, "collection", "bench", provider_id=pid)
+            sid = registry.add_subject(conn, "EU", [(pid, ref)], "bench")["subject_id"]
+            registry.grant_consent(conn, sid, "collection", "bench", provider_id=pid)
         conn.commit()
     return pid, refs, p["webhook_secret"]
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import SECRET_KEY, peak_rss_mb, scratch_database
-from ingest import admin
+from store import registry
 
 SEED_SUBJECTS = """
 INSERT INTO subjects (subject_id, residency)
@@ -67,7 +67,9 @@ FROM base b CROSS JOIN LATERAL (VALUES
 def seed(url: str, subjects: int, days: int) -> int:
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
-        provider = admin.add_provider(conn, SECRET_KEY.encode(), "bench", ["heart-rate"], "bench")
+        provider = registry.add_provider(
+            conn, SECRET_KEY.encode(), "bench", ["heart-rate"], "bench"
+        )
         conn.execute(SEED_SUBJECTS, {"subjects": subjects})
         conn.execute(SEED_CONSENTS)
         conn.execute(SEED_READINGS, {"days": days, "provider_id": provider["provider_id"]})

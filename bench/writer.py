@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import psycopg
 
 from bench.common import ceiling_rows, data_points, raw_copy, scratch_database, seed_registry
-from ingest.db import make_pool
 from ingest.gate import parse_payload
-from ingest.writer import Outcome, Writer
+from store.db import make_pool
+from store.writer import Outcome, Writer
 
 
 def gate_and_writer(url: str, pid: str, points: list[dict], batch: int) -> tuple[float, int]:

@@ -52,7 +52,7 @@ Progress = Callable[[int], None]
 
 def transient_failure(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect retry condition: retry I/O failures, not bugs or refused input."""
-    from ingest.db import StorageUnavailable
+    from core.errors import StorageUnavailable
 
     try:
         state.result()

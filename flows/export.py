@@ -62,11 +62,12 @@ from flows import common  # noqa: F401  (quiet Prefect env before prefect is imp
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from core import crypto
+from core.errors import InputError
 from flows.common import Progress
 from flows.groups import EVIDENCE_TYPES, EVIDENCE_WITHOUT_TYPES
-from ingest import crypto
-from ingest.admin import InputError, audit
-from ingest.db import q, translate_errors
+from store.db import q, translate_errors
+from store.registry import audit
 
 REGIONS = ("FI", "EU")
 MANIFEST = "_manifest.json"
@@ -501,7 +502,7 @@ def run_export(
     cache_policy=NO_CACHE,
 )
 def export_task(region: str, actor: str) -> dict[str, Any]:
-    from ingest.settings import Settings
+    from core.settings import Settings
 
     settings = Settings()
     return run_export(

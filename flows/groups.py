@@ -27,12 +27,12 @@ from flows import common  # noqa: F401  (quiet Prefect env before prefect is imp
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from ingest.admin import audit
-from ingest.db import q, translate_errors
+from store.db import q, translate_errors
+from store.registry import audit
 
 RULES_PATH = Path(__file__).with_name("rules_v1.json")
 
-# Metrics the SQL computes per subject (sql/queries/groups.sql, groups_metrics).
+# Metrics the SQL computes per subject (store/sql/queries/groups.sql, groups_metrics).
 METRICS = frozenset(
     {
         "bp_n",
@@ -58,7 +58,7 @@ METRICS = frozenset(
 )
 OPS = frozenset({"<", "<=", ">", ">=", "="})
 
-# The reading types each evidence metric is computed from (sql/queries/groups.sql).
+# The reading types each evidence metric is computed from (store/sql/queries/groups.sql).
 # An export shows a membership only to the extent the research consent covers
 # every type of its evidence. None: computed from readings of every type the
 # analytics consent allowed (engagement), so only a research consent for every
@@ -225,7 +225,7 @@ def derive_groups(
     cache_policy=NO_CACHE,
 )
 def derive_groups_task(actor: str) -> dict[str, Any]:
-    from ingest.settings import Settings
+    from core.settings import Settings
 
     return derive_groups(Settings().require_database_url(), actor=actor)
 

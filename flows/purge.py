@@ -1,7 +1,7 @@
 """`vitals export purge`: rewrite past exports without the rows of erased,
 research-withdrawn or re-resident subjects, and update their manifests.
 
-The work list is the purge queue (`export_purge_queue`, sql/migrations/0005):
+The work list is the purge queue (`export_purge_queue`, store/sql/migrations/0005):
 erasure queues the subject's pseudonym per export, a research withdrawal and a
 residency correction queue the subject per export. Each run first finds what
 those missed (`queue_pending`): disclosure-log rows of subjects that no longer
@@ -31,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -42,10 +41,12 @@ from flows import common  # noqa: F401  (quiet Prefect env before prefect is imp
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from core import crypto
 from flows.export import MANIFEST, file_entry, private_file, pseudonym, write_manifest
 from flows.rights import subject_hash
-from ingest import admin, crypto
-from ingest.db import q, translate_errors
+from store import registry
+from store import rights as queries
+from store.db import Connection, connect, translate_errors
 
 
 class PurgeError(RuntimeError):
@@ -128,28 +129,26 @@ def purge_export(root: Path, doomed: set[str]) -> dict[str, int]:
     }
 
 
-def queue_pending(conn: psycopg.Connection, master: bytes) -> dict[str, int]:
+def queue_pending(conn: Connection, master: bytes) -> dict[str, int]:
     """Queue what erasure, withdrawal and correction could not (see the module
     docstring) and count the queue. Commits."""
-    for export_id, sid, salt_enc in conn.execute(q("purge_orphans")).fetchall():
-        conn.execute(
-            q("purge_queue_pseudonym"),
-            {
-                "export_id": export_id,
-                "pseudonym": pseudonym(crypto.decrypt(master, salt_enc), sid),
-                "subject_hash": subject_hash(master, sid),
-            },
+    for export_id, sid, salt_enc in queries.purge_orphans(conn):
+        queries.purge_queue_pseudonym(
+            conn,
+            export_id,
+            pseudonym(crypto.decrypt(master, salt_enc), sid),
+            subject_hash(master, sid),
         )
-        conn.execute(q("purge_forget_orphan"), {"export_id": export_id, "subject_id": sid})
-    conn.execute(q("purge_detect"))
-    entries, exports = conn.execute(q("purge_pending_count")).fetchone()  # type: ignore[misc]
+        queries.purge_forget_orphan(conn, export_id, sid)
+    queries.purge_detect(conn)
+    entries, exports = queries.purge_pending_count(conn)
     conn.commit()
     return {"entries": entries, "exports": exports}
 
 
 def pending(database_url: str, master: bytes) -> dict[str, int]:
     """Fill the queue from the database alone (no export files needed) and count it."""
-    with translate_errors(), psycopg.connect(database_url) as conn:
+    with translate_errors(), connect(database_url) as conn:
         return queue_pending(conn, master)
 
 
@@ -162,13 +161,12 @@ def purge_exports(database_url: str, master: bytes, *, actor: str) -> dict[str, 
     """
     report: list[dict[str, Any]] = []
     failed: list[dict[str, Any]] = []
-    with translate_errors(), psycopg.connect(database_url) as conn:
-        conn.execute(q("purge_lock"))  # one purge at a time; released on close
+    with translate_errors(), connect(database_url) as conn:
+        queries.purge_lock(conn)  # one purge at a time; released on close
         conn.commit()
         queue_pending(conn, master)
-        for export_id, path, salt_enc in conn.execute(q("purge_exports")).fetchall():
-            params = {"export_id": export_id}
-            entries = conn.execute(q("purge_queued"), params).fetchall()
+        for export_id, path, salt_enc in queries.purge_exports_queued(conn):
+            entries = queries.purge_queued(conn, export_id)
             queue_ids = [e[0] for e in entries]
             subject_ids = [e[2] for e in entries if e[2] is not None]
             doomed = {e[1] for e in entries if e[1] is not None}
@@ -180,24 +178,16 @@ def purge_exports(database_url: str, master: bytes, *, actor: str) -> dict[str, 
                 result = purge_export(root, doomed)
             except (PurgeError, OSError) as e:
                 error = str(e)
-                conn.execute(q("purge_failed"), {"queue_ids": queue_ids, "error": error})
-                admin.audit(
+                queries.purge_failed(conn, queue_ids, error)
+                registry.audit(
                     conn, actor, "export.purge_failed", None, export_id=export_id, error=error
                 )
                 conn.commit()
                 failed.append({"export_id": export_id, "path": path, "error": error})
                 continue
-            conn.execute(
-                q("purge_done"),
-                params
-                | {
-                    "queue_ids": queue_ids,
-                    "subject_ids": subject_ids,
-                    "row_count": result["readings_rows"],
-                },
-            )
-            conn.execute(q("purge_complete_receipts"))
-            admin.audit(
+            queries.purge_done(conn, export_id, queue_ids, subject_ids, result["readings_rows"])
+            queries.purge_complete_receipts(conn)
+            registry.audit(
                 conn,
                 actor,
                 "export.purge",
@@ -216,19 +206,19 @@ def purge_exports(database_url: str, master: bytes, *, actor: str) -> dict[str, 
                     "files_rewritten": result["files_rewritten"],
                 }
             )
-        conn.execute(q("purge_complete_receipts"))
-        entries, exports = conn.execute(q("purge_pending_count")).fetchone()  # type: ignore[misc]
+        queries.purge_complete_receipts(conn)
+        pending_entries, pending_exports = queries.purge_pending_count(conn)
         conn.commit()
     return {
         "status": "failed" if failed else "done",
         "exports_purged": report,
         "failed": failed,
-        "pending": {"entries": entries, "exports": exports},
+        "pending": {"entries": pending_entries, "exports": pending_exports},
     }
 
 
 def purge_from_settings(actor: str) -> dict[str, Any]:
-    from ingest.settings import Settings
+    from core.settings import Settings
 
     settings = Settings()
     return purge_exports(

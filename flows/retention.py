@@ -25,9 +25,9 @@ from flows import common  # noqa: F401  (quiet Prefect env before prefect is imp
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from ingest.admin import audit
-from ingest.db import q, translate_errors
-from ingest.settings import Settings
+from core.settings import Settings
+from store.db import q, translate_errors
+from store.registry import audit
 
 DEFAULT_CHUNK = 50_000
 

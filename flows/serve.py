@@ -26,12 +26,12 @@ from flows import common  # noqa: F401  (quiet Prefect env before prefect is imp
 import prefect
 from prefect.deployments.runner import RunnerDeployment
 
+from core.errors import InputError
+from core.settings import Settings
 from flows.export import PROGRESS, export_flow, run_export
 from flows.groups import derive_groups, groups_flow
 from flows.purge import purge_flow, purge_from_settings
 from flows.retention import retention_flow, run_retention_from_settings
-from ingest.admin import InputError
-from ingest.settings import Settings
 
 FLOWS = ("groups", "export", "retention", "purge")
 

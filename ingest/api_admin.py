@@ -7,7 +7,7 @@
 `VITALS_ADMIN_TOKEN` acts as an `admin` token (compared by hash). Every call
 by an admin or dpo, and every read of personal data, writes an audit row in
 the same transaction as the work (registry changes are audited by
-`ingest.admin`; reads here).
+`store.registry`; reads here).
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg.rows import dict_row
 from pydantic import AliasChoices, BaseModel, Field
 
-from ingest import admin, crypto
-from ingest.db import StorageError, StorageUnavailable, q, translate_errors
+from core import crypto
+from core.errors import InputError, NotFound, StorageError, StorageUnavailable
+from ingest import providers
 from ingest.http import Runtime, error, json_response, runtime, unavailable
+from store import registry
+from store.db import q, translate_errors
 
 ADMIN = ("admin",)
 DPO = ("admin", "dpo")
@@ -65,7 +68,7 @@ def authenticate(rt: Runtime, token: str) -> Principal | None:
     if rt.admin_token_hash is not None and hmac.compare_digest(digest, rt.admin_token_hash):
         return Principal(BOOTSTRAP_ACTOR, "admin")
     with transaction(rt) as conn:
-        found = admin.token_role(conn, token)
+        found = registry.token_role(conn, token)
     return Principal(f"token:{found[0]}", found[1]) if found else None
 
 
@@ -97,8 +100,8 @@ def install_handlers(app: FastAPI) -> None:
         return error(exc.status, exc.code, exc.detail, headers)
 
     async def on_input_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, admin.InputError)
-        status = 404 if isinstance(exc, admin.NotFound) else 409 if exc.code == "duplicate" else 400
+        assert isinstance(exc, InputError)
+        status = 404 if isinstance(exc, NotFound) else 409 if exc.code == "duplicate" else 400
         return error(status, exc.code, str(exc))
 
     async def on_storage_error(request: Request, exc: Exception) -> Response:
@@ -107,7 +110,7 @@ def install_handlers(app: FastAPI) -> None:
         return error(500, "storage_error", "the database refused the operation")
 
     app.add_exception_handler(ApiError, on_api_error)
-    app.add_exception_handler(admin.InputError, on_input_error)
+    app.add_exception_handler(InputError, on_input_error)
     app.add_exception_handler(StorageError, on_storage_error)
 
 
@@ -132,9 +135,9 @@ class TokenIn(BaseModel):
     name: str = Field(examples=["dpo-alice"])
     role: Literal["admin", "dpo", "analyst"]
     expires_in_days: int = Field(
-        admin.TOKEN_DAYS_DEFAULT,
+        registry.TOKEN_DAYS_DEFAULT,
         ge=1,
-        le=admin.TOKEN_DAYS_MAX,
+        le=registry.TOKEN_DAYS_MAX,
         description="Days until the token stops working",
     )
 
@@ -170,7 +173,7 @@ _PUBLIC_PROVIDER = ("provider_id", "name", "types", "mqtt_username", "status", "
 def add_provider(body: ProviderIn, request: Request, who: AsAdmin) -> Response:
     rt = runtime(request)
     with transaction(rt) as conn:
-        result = admin.add_provider(
+        result = providers.add_provider(
             conn,
             rt.master,
             body.name,
@@ -185,17 +188,17 @@ def add_provider(body: ProviderIn, request: Request, who: AsAdmin) -> Response:
 def list_providers(request: Request, who: AsAdmin) -> Response:
     with transaction(runtime(request)) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(q("list_providers")).fetchall()
-        admin.audit(conn, who.actor, "provider.list")
+        registry.audit(conn, who.actor, "provider.list")
     return json_response(rows)
 
 
 @router.get("/providers/{provider_id}", tags=["providers"], summary="One provider")
 def get_provider(provider_id: str, request: Request, who: AsAdmin) -> Response:
     with transaction(runtime(request)) as conn:
-        row = admin.get_provider(conn, provider_id)
+        row = registry.get_provider(conn, provider_id)
         if row is None:
-            raise admin.NotFound("provider", provider_id)
-        admin.audit(conn, who.actor, "provider.read", provider_id=str(row["provider_id"]))
+            raise NotFound("provider", provider_id)
+        registry.audit(conn, who.actor, "provider.read", provider_id=str(row["provider_id"]))
     return json_response({k: row[k] for k in _PUBLIC_PROVIDER})
 
 
@@ -209,7 +212,7 @@ def set_provider_status(
 ) -> Response:
     rt = runtime(request)
     with transaction(rt) as conn:
-        result = admin.set_provider_status(
+        result = providers.set_provider_status(
             conn,
             provider_id,
             body.status,
@@ -232,7 +235,7 @@ def set_provider_status(
 )
 def create_token(body: TokenIn, request: Request, who: AsAdmin) -> Response:
     with transaction(runtime(request)) as conn:
-        result = admin.create_token(conn, body.name, body.role, who.actor, body.expires_in_days)
+        result = registry.create_token(conn, body.name, body.role, who.actor, body.expires_in_days)
     result["token_id"] = crypto.token_hash(result["token"]).hex()
     return json_response(result, 201)
 
@@ -241,7 +244,7 @@ def create_token(body: TokenIn, request: Request, who: AsAdmin) -> Response:
 def list_tokens(request: Request, who: AsAdmin) -> Response:
     with transaction(runtime(request)) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(q("api_list_tokens")).fetchall()
-        admin.audit(conn, who.actor, "token.list")
+        registry.audit(conn, who.actor, "token.list")
     return json_response(rows)
 
 
@@ -249,12 +252,12 @@ def list_tokens(request: Request, who: AsAdmin) -> Response:
 def revoke_token(token_id: str, request: Request, who: AsAdmin) -> Response:
     token_id = token_id.lower()
     if len(token_id) != 64 or any(c not in "0123456789abcdef" for c in token_id):
-        raise admin.NotFound("token", token_id)
+        raise NotFound("token", token_id)
     with transaction(runtime(request)) as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(q("api_revoke_token"), {"token_id": token_id}).fetchone()
         if row is None:
-            raise admin.NotFound("token", token_id)
-        admin.audit(conn, who.actor, "token.revoke", name=row["name"], role=row["role"])
+            raise NotFound("token", token_id)
+        registry.audit(conn, who.actor, "token.revoke", name=row["name"], role=row["role"])
     return json_response(row)
 
 
@@ -265,15 +268,15 @@ def revoke_token(token_id: str, request: Request, who: AsAdmin) -> Response:
 def add_subject(body: SubjectIn, request: Request, who: AsDpo) -> Response:
     links = [(link.provider_id, link.user_ref) for link in body.links]
     with transaction(runtime(request)) as conn:
-        result = admin.add_subject(conn, body.residency, links, who.actor)
+        result = registry.add_subject(conn, body.residency, links, who.actor)
     return json_response(result, 201)
 
 
 @router.get("/subjects/{subject_id}", tags=["subjects"], summary="A subject and its links")
 def get_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
     with transaction(runtime(request)) as conn:
-        row = admin.get_subject(conn, subject_id)
-        admin.audit(conn, who.actor, "subject.read", row["subject_id"])
+        row = registry.get_subject(conn, subject_id)
+        registry.audit(conn, who.actor, "subject.read", row["subject_id"])
     return json_response(row)
 
 
@@ -285,7 +288,7 @@ def get_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
 )
 def add_link(subject_id: str, body: LinkIn, request: Request, who: AsDpo) -> Response:
     with transaction(runtime(request)) as conn:
-        admin.add_link(conn, subject_id, body.provider_id, body.user_ref, who.actor)
+        registry.add_link(conn, subject_id, body.provider_id, body.user_ref, who.actor)
     return json_response(
         {"subject_id": subject_id, "provider_id": body.provider_id, "user_ref": body.user_ref},
         201,
@@ -299,9 +302,9 @@ def add_link(subject_id: str, body: LinkIn, request: Request, who: AsDpo) -> Res
 )
 def consent_history(subject_id: str, request: Request, who: AsDpo) -> Response:
     with transaction(runtime(request)) as conn:
-        subject = admin.get_subject(conn, subject_id)
-        rows = admin.consent_history(conn, subject["subject_id"])
-        admin.audit(conn, who.actor, "consent.read", subject["subject_id"])
+        subject = registry.get_subject(conn, subject_id)
+        rows = registry.consent_history(conn, subject["subject_id"])
+        registry.audit(conn, who.actor, "consent.read", subject["subject_id"])
     return json_response(rows)
 
 
@@ -313,7 +316,7 @@ def consent_history(subject_id: str, request: Request, who: AsDpo) -> Response:
 )
 def grant_consent(subject_id: str, body: ConsentIn, request: Request, who: AsDpo) -> Response:
     with transaction(runtime(request)) as conn:
-        result = admin.grant_consent(
+        result = registry.grant_consent(
             conn,
             subject_id,
             body.purpose,
@@ -333,7 +336,7 @@ def grant_consent(subject_id: str, body: ConsentIn, request: Request, who: AsDpo
 )
 def withdraw_consent(consent_id: str, request: Request, who: AsDpo) -> Response:
     with transaction(runtime(request)) as conn:
-        result = admin.withdraw_consent(conn, consent_id, who.actor)
+        result = registry.withdraw_consent(conn, consent_id, who.actor)
     return json_response(result)
 
 
@@ -354,7 +357,7 @@ def read_audit(
 ) -> Response:
     for t in (since, until):
         if t is not None and t.tzinfo is None:
-            raise admin.InputError("invalid_time", "since/until need a UTC offset (e.g. Z)")
+            raise InputError("invalid_time", "since/until need a UTC offset (e.g. Z)")
     params: dict[str, Any] = {
         "actor": actor,
         "action": action,
@@ -369,10 +372,10 @@ def read_audit(
         # A subject id in any case or form is searched (and recorded) as the log
         # names it: the canonical id, or its keyed hash once erased.
         if subject is not None:
-            params["subject_ref"] = admin.audit_subject_ref(conn, rt.master, subject)
+            params["subject_ref"] = registry.audit_subject_ref(conn, rt.master, subject)
         rows = cur.execute(q("api_audit_search"), params).fetchall()
         filters = {k: str(v) for k, v in params.items() if v is not None and k != "limit"}
-        admin.audit(conn, who.actor, "audit.read", params["subject_ref"], filters=filters)
+        registry.audit(conn, who.actor, "audit.read", params["subject_ref"], filters=filters)
     return json_response(rows)
 
 
@@ -383,7 +386,7 @@ def read_audit(
 def list_exports(request: Request, who: AsAnalyst) -> Response:
     with transaction(runtime(request)) as conn, conn.cursor(row_factory=dict_row) as cur:
         rows = cur.execute(q("api_list_exports")).fetchall()
-        admin.audit(conn, who.actor, "export.list")
+        registry.audit(conn, who.actor, "export.list")
     return json_response([{k: v for k, v in r.items() if k != "path"} for r in rows])
 
 
@@ -392,8 +395,8 @@ def get_export(export_id: str, request: Request, who: AsAnalyst) -> Response:
     with transaction(runtime(request)) as conn, conn.cursor(row_factory=dict_row) as cur:
         row = cur.execute(q("api_get_export"), {"export_id": export_id}).fetchone()
         if row is None:
-            raise admin.NotFound("export", export_id)
-        admin.audit(conn, who.actor, "export.read", export_id=export_id)
+            raise NotFound("export", export_id)
+        registry.audit(conn, who.actor, "export.read", export_id=export_id)
     manifest_path = Path(row.pop("path")) / "_manifest.json"
     try:
         row["manifest"] = json.loads(manifest_path.read_text())

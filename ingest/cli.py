@@ -13,9 +13,8 @@ from typing import Any
 
 import orjson
 
-from ingest.admin import InputError
-from ingest.db import StorageError
-from ingest.settings import Settings, SettingsError
+from core.errors import InputError, SettingsError, StorageError
+from core.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -46,7 +45,7 @@ def csv_list(value: str) -> list[str]:
 
 
 def _connect(settings: Settings) -> Any:
-    from ingest.db import connect
+    from store.db import connect
 
     return connect(settings.require_database_url())
 
@@ -55,7 +54,7 @@ def _connect(settings: Settings) -> Any:
 
 
 def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.migrate import migrate
+    from store.migrate import migrate
 
     applied = migrate(settings.require_database_url())
     say(f"applied {len(applied)} migration(s)" if applied else "database is up to date")
@@ -64,7 +63,7 @@ def cmd_db_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_db_app_role(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.migrate import APP_ROLE, enable_app_login
+    from store.migrate import APP_ROLE, enable_app_login
 
     if settings.app_database_password is None:
         raise SettingsError("VITALS_APP_DATABASE_PASSWORD is required")
@@ -80,13 +79,13 @@ def cmd_db_app_role(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest import admin
+    from ingest import providers
 
     master = settings.require_secret_key()
     if settings.mqtt_admin_url is None:
         say("VITALS_MQTT_ADMIN_URL not set: no MQTT credentials created")
     with _connect(settings) as conn:
-        result = admin.add_provider(
+        result = providers.add_provider(
             conn,
             master,
             args.name,
@@ -100,10 +99,10 @@ def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_provider_status(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest import admin
+    from ingest import providers
 
     with _connect(settings) as conn:
-        result = admin.set_provider_status(
+        result = providers.set_provider_status(
             conn,
             args.provider_id,
             args.status,
@@ -116,7 +115,7 @@ def cmd_provider_status(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_subject_add(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest import admin
+    from store import registry
 
     links = []
     for link in args.link or []:
@@ -125,7 +124,7 @@ def cmd_subject_add(args: argparse.Namespace, settings: Settings) -> int:
             raise InputError("invalid_link", f"--link wants PROVIDER_ID:USER_REF, not {link!r}")
         links.append((provider_id, user_ref))
     with _connect(settings) as conn:
-        result = admin.add_subject(conn, args.residency, links, actor="cli")
+        result = registry.add_subject(conn, args.residency, links, actor="cli")
         conn.commit()
     emit(result)
     return 0
@@ -180,10 +179,10 @@ def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_consent_grant(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest import admin
+    from store import registry
 
     with _connect(settings) as conn:
-        result = admin.grant_consent(
+        result = registry.grant_consent(
             conn,
             args.subject_id,
             args.purpose,
@@ -199,20 +198,20 @@ def cmd_consent_grant(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_consent_withdraw(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest import admin
+    from store import registry
 
     with _connect(settings) as conn:
-        result = admin.withdraw_consent(conn, args.consent_id, actor="cli")
+        result = registry.withdraw_consent(conn, args.consent_id, actor="cli")
         conn.commit()
     emit(result)
     return 0
 
 
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest import admin
+    from store import registry
 
     with _connect(settings) as conn:
-        result = admin.create_token(
+        result = registry.create_token(
             conn, args.name, args.role, actor="cli", expires_in_days=args.expires_in
         )
         conn.commit()

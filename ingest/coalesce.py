@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
-from ingest.db import StorageError, StorageUnavailable
-from ingest.writer import Outcome, Parsed, Writer
+from core.errors import StorageError, StorageUnavailable
+from store.writer import Outcome, Parsed, Writer
 
 log = logging.getLogger("vitals.coalesce")
 

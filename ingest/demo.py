@@ -32,13 +32,14 @@ import paho.mqtt.client as mqtt
 import psycopg
 from psycopg import sql
 
-from ingest import admin
+from core.settings import Settings
 from ingest.broker import broker_init, parse_mqtt_url
 from ingest.demo_report import build_report, print_report
-from ingest.migrate import migrate
-from ingest.settings import Settings
+from ingest.providers import add_provider
 from ingest.simulator import PROFILES, bad_payloads, device_day
 from ingest.webhook_auth import sign
+from store import registry
+from store.migrate import migrate
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEVICES = 300
@@ -245,23 +246,23 @@ def _run(settings: Settings, workdir: Path, stack: Stack, started: float) -> dic
         registered = []
         for name, types, transport in providers:
             admin_url = broker["mqtt_admin_url"] if transport == "mqtt" and broker else None
-            p = admin.add_provider(conn, master, name, types, "demo", mqtt_admin_url=admin_url)
+            p = add_provider(conn, master, name, types, "demo", mqtt_admin_url=admin_url)
             registered.append((p, types, transport if broker else "http"))
         for i in range(DEVICES):
             p, types, transport = registered[i % 3]
             ref = f"dev-{i:03d}"
-            sid = admin.add_subject(
+            sid = registry.add_subject(
                 conn, "FI" if rng.random() < 0.25 else "EU", [(p["provider_id"], ref)], "demo"
             )["subject_id"]
             consents = {}
             if rng.random() < 0.95:
                 subset = list(types) if rng.random() < 0.85 else list(types[:2])
-                consents["collection"] = admin.grant_consent(
+                consents["collection"] = registry.grant_consent(
                     conn, sid, "collection", "demo", provider_id=p["provider_id"], types=subset
                 )["consent_id"]
             for purpose, share in (("location", 0.4), ("analytics", 0.75), ("research", 0.65)):
                 if rng.random() < share:
-                    consents[purpose] = admin.grant_consent(conn, sid, purpose, "demo")[
+                    consents[purpose] = registry.grant_consent(conn, sid, purpose, "demo")[
                         "consent_id"
                     ]
             devices.append(
@@ -353,7 +354,7 @@ def _run(settings: Settings, workdir: Path, stack: Stack, started: float) -> dic
     time.sleep(SEND_SECONDS / 2)
     with psycopg.connect(db_url) as conn:  # the withdrawal arrives mid-run
         for d in withdrawn:
-            admin.withdraw_consent(conn, d["consents"]["collection"], "demo")
+            registry.withdraw_consent(conn, d["consents"]["collection"], "demo")
         conn.commit()
     withdrawal_at = (datetime.now(UTC) - ingest_started).total_seconds()
     say(f"withdrew collection consent of {len(withdrawn)} subjects mid-run")

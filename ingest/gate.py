@@ -10,9 +10,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Literal
 
-from ingest.writer import Parsed
 from schemas.fhir import parse_fhir
 from schemas.omh import parse_data_point
+from store.writer import Parsed
 
 Format = Literal["omh", "fhir"]
 

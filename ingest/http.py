@@ -28,15 +28,15 @@ import psycopg_pool
 import uvicorn
 from fastapi import FastAPI, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
-from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, Field
 
-from ingest import logs
+from core import logs
+from core.errors import StorageError, StorageUnavailable
+from core.metrics import HTTP_REQUEST_SECONDS, register_transport
+from core.settings import Settings
 from ingest.coalesce import CoalescingWriter
-from ingest.db import StorageError, StorageUnavailable, make_pool, translate_errors
 from ingest.gate import Format, ShapeError, parse_payload
-from ingest.migrate import pending
-from ingest.settings import Settings
 from ingest.webhook_auth import (
     PROVIDER_CACHE_TTL_S,
     SIGNATURE_HEADER,
@@ -44,7 +44,9 @@ from ingest.webhook_auth import (
     ProviderCache,
     parse_signature,
 )
-from ingest.writer import Writer
+from store.db import make_pool, translate_errors
+from store.migrate import pending
+from store.writer import Writer
 
 log = logging.getLogger("vitals.http")
 
@@ -53,13 +55,6 @@ MAX_ITEMS = 5000
 RETRY_AFTER_S = 5
 TRANSPORT = "http"
 INLINE_PARSE_ITEMS = 8  # smaller payloads are validated on the event loop (no thread hop)
-
-REQUEST_SECONDS = Histogram(
-    "vitals_http_request_seconds",
-    "HTTP request latency by route template and status",
-    ["method", "route", "status"],
-    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
-)
 
 
 # Application state -------------------------------------------------------------
@@ -302,7 +297,7 @@ class RequestMetrics:
         finally:
             elapsed = time.perf_counter() - started
             route = getattr(scope.get("route"), "path", None) or "unmatched"
-            REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
+            HTTP_REQUEST_SECONDS.labels(scope["method"], route, str(status)).observe(elapsed)
             if route not in ("/healthz", "/metrics", "/readyz"):
                 log.info(
                     "request",
@@ -378,6 +373,7 @@ def create_app(
     if pool is None:
         settings.require_database_url()
     token = settings.require_admin_token(demo=demo)  # refuses a short one outside demo
+    register_transport(TRANSPORT)
     rt = Runtime(
         settings=settings,
         master=master,

@@ -59,15 +59,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
-from prometheus_client import Counter, Gauge, start_http_server
+from prometheus_client import start_http_server
 
+from core import metrics
+from core.errors import SettingsError, StorageError, StorageUnavailable
+from core.settings import Settings
 from ingest.broker import SHARE_GROUP, ingester_client_id, parse_mqtt_url
-from ingest.db import StorageError, StorageUnavailable, make_pool
 from ingest.gate import ShapeError, parse_payload
 from ingest.mqtt_instance import InstanceSlotsFull, claim_instance
-from ingest.settings import Settings, SettingsError
-from ingest.writer import Outcome, Parsed, Writer
 from schemas.reading import INVALID_SCHEMA, Refusal
+from store.db import make_pool
+from store.writer import Outcome, Parsed, Writer
 
 log = logging.getLogger("vitals.mqtt")
 
@@ -78,23 +80,6 @@ MAX_ITEMS = 5000  # data points per message, as for one HTTP request
 SESSION_EXPIRY = 300  # seconds the broker keeps our session (and its share) while we are away
 RECEIVE_MAXIMUM = 1000  # unacknowledged messages the broker may send us
 MAX_INFLIGHT_BYTES = 64 * 1024 * 1024  # payload bytes received and not yet acknowledged
-
-MESSAGES = Counter(
-    "vitals_mqtt_messages_total",
-    "MQTT messages by what became of them",
-    ["result"],  # acked | malformed | foreign_topic | redelivery_pending (connection lost)
-)
-INFLIGHT = Gauge("vitals_mqtt_inflight_messages", "Messages received and not yet acknowledged")
-INFLIGHT_BYTES = Gauge(
-    "vitals_mqtt_inflight_bytes", "Payload bytes received and not yet acknowledged"
-)
-PAUSED = Gauge(
-    "vitals_mqtt_reading_paused", "1 while the ingester stops reading (in-flight bytes full)"
-)
-CONNECTED = Gauge("vitals_mqtt_connected", "1 while connected and subscribed to readings")
-REJECTIONS_PUBLISHED = Counter(
-    "vitals_mqtt_rejections_published_total", "Refusals published on rejections topics"
-)
 
 
 def provider_of(topic: str) -> str | None:
@@ -171,9 +156,9 @@ class _ByteLimitedClient(mqtt.Client):
         count = max(len(self._out_messages) + len(self._in_messages), 1)
         for _ in range(count):
             if self.is_connected() and self.paused(0.05):
-                PAUSED.set(1)
+                metrics.MQTT_PAUSED.set(1)
                 return mqtt.MQTTErrorCode.MQTT_ERR_SUCCESS
-            PAUSED.set(0)
+            metrics.MQTT_PAUSED.set(0)
             if self._sock is None:
                 return mqtt.MQTTErrorCode.MQTT_ERR_NO_CONN
             rc = self._packet_read()
@@ -255,6 +240,7 @@ class Ingester:
             raise ValueError("max in-flight bytes must be positive")
         if not 0 <= session_expiry < 0xFFFFFFFF:
             raise ValueError("session expiry must be within 0..4294967294 seconds")
+        metrics.register_transport(TRANSPORT)
         self.writer = writer
         self.batch_max_readings = batch_max_readings
         self.batch_wait = batch_wait
@@ -332,14 +318,14 @@ class Ingester:
                 extra={"event": "subscribe_refused", "error": str(rcs[0])},
             )
         else:
-            CONNECTED.set(1)
+            metrics.MQTT_CONNECTED.set(1)
 
     def _on_disconnect(
         self, _c: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Properties | None
     ) -> None:
         with self._lock:
             self._generation += 1  # what we hold now will be redelivered: never ack it
-        CONNECTED.set(0)
+        metrics.MQTT_CONNECTED.set(0)
         self.connected.clear()
         if self._closing.is_set():
             self._gone.set()
@@ -360,8 +346,8 @@ class Ingester:
                 )
             with self._space:
                 self._held_bytes += size
-                INFLIGHT_BYTES.set(self._held_bytes)
-            INFLIGHT.inc()
+                metrics.MQTT_INFLIGHT_BYTES.set(self._held_bytes)
+            metrics.MQTT_INFLIGHT.inc()
         except Exception:  # never let a callback break paho's loop
             log.exception("could not enqueue a message", extra={"event": "enqueue_error"})
 
@@ -469,13 +455,13 @@ class Ingester:
         """Acknowledge a handled message, unless it came on a connection since lost."""
         if self._current(d):
             self.client.ack(d.mid, d.qos)
-            MESSAGES.labels(result).inc()
+            metrics.MQTT_MESSAGES.labels(result).inc()
         else:
-            MESSAGES.labels("redelivery_pending").inc()
-        INFLIGHT.dec()
+            metrics.MQTT_MESSAGES.labels("redelivery_pending").inc()
+        metrics.MQTT_INFLIGHT.dec()
         with self._space:
             self._held_bytes -= d.size
-            INFLIGHT_BYTES.set(self._held_bytes)
+            metrics.MQTT_INFLIGHT_BYTES.set(self._held_bytes)
             self._space.notify_all()
 
     def _commit_loop(self) -> None:
@@ -557,7 +543,7 @@ class Ingester:
 
     def _publish(self, topic: str, payload: bytes) -> None:
         info = self.client.publish(topic, payload, qos=1)
-        REJECTIONS_PUBLISHED.inc()
+        metrics.MQTT_REJECTIONS_PUBLISHED.inc()
         pending = self._pending_publishes
         pending.append(info)
         if len(pending) > 1000:
@@ -611,7 +597,7 @@ class Ingester:
         if self.client.disconnect() == mqtt.MQTT_ERR_SUCCESS:
             self._gone.wait(5.0)
         self.client.loop_stop()
-        CONNECTED.set(0)
+        metrics.MQTT_CONNECTED.set(0)
         return drained
 
 
@@ -667,7 +653,7 @@ def serve(
     `instance` (else VITALS_MQTT_INSTANCE) may be `auto`: the lowest free number
     locked in VITALS_MQTT_INSTANCE_DIR (see ingest.mqtt_instance).
     """
-    from ingest import logs
+    from core import logs
 
     logs.configure()
     mqtt_url = settings.require_mqtt_url()

@@ -11,8 +11,9 @@ from dataclasses import dataclass
 
 import psycopg_pool
 
-from ingest import admin
-from ingest.db import translate_errors
+from core.errors import InputError
+from store import registry
+from store.db import translate_errors
 
 SIGNATURE_TOLERANCE_S = 300
 SIGNATURE_HEADER = "Vitals-Signature"
@@ -127,13 +128,13 @@ class ProviderCache:
         if not _looks_like_uuid(provider_id):
             return None
         with translate_errors(), self.pool.connection() as conn:
-            row = admin.get_provider(conn, provider_id)
+            row = registry.get_provider(conn, provider_id)
         if row is None:
             return None
         auth = ProviderAuth(
             str(row["provider_id"]),
             row["status"] == "active",
-            admin.webhook_secret(self.master, row),
+            registry.webhook_secret(self.master, row),
         )
         with self._lock:
             if len(self._entries) > 10_000:
@@ -153,7 +154,7 @@ def _looks_like_uuid(value: str) -> bool:
     if len(value) > 64:
         return False
     try:
-        admin.parse_uuid(value, "provider")
-    except admin.InputError:
+        registry.parse_uuid(value, "provider")
+    except InputError:
         return False
     return True

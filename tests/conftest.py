@@ -17,9 +17,9 @@ import psycopg_pool
 import pytest
 from psycopg import sql
 
-from ingest.db import make_pool
-from ingest.migrate import migrate
-from ingest.writer import Writer
+from store.db import make_pool
+from store.migrate import migrate
+from store.writer import Writer
 
 pytest_plugins = ["tests.support.leaks"]
 

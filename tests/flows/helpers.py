@@ -1,4 +1,4 @@
-"""Seeding helpers for flow tests: registry rows via ingest.admin, readings via COPY."""
+"""Seeding helpers for flow tests: registry rows via store.registry, readings via COPY."""
 
 from __future__ import annotations
 

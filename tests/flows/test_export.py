@@ -20,7 +20,7 @@ import pytest
 
 import flows.export
 from flows.export import export_salt, pseudonym, run_export
-from ingest import admin
+from store import registry as store_registry
 from tests.flows.helpers import Registry, Subject
 
 D1 = datetime(2026, 1, 10, 8, 0, tzinfo=UTC)
@@ -53,7 +53,7 @@ def people(registry: Registry, conn: psycopg.Connection) -> dict[str, Subject]:
         "withdrawn": r.subject(("collection", "research")),
         "future": r.subject(("collection", "research"), valid_from=D2 + timedelta(days=3650)),
     }
-    admin.withdraw_consent(conn, s["withdrawn"].consents["research"], "test")
+    store_registry.withdraw_consent(conn, s["withdrawn"].consents["research"], "test")
     conn.commit()
 
     # p1: 3 heart rate (with coordinates), 2 blood pressure (4 rows), 1 step count -> 8 rows;
@@ -373,7 +373,7 @@ def test_only_what_the_research_consent_covers_is_exported(
         ("one_provider", {"provider_id": registry.provider_id}),
     ):
         s = registry.subject(("collection", "analytics"))
-        admin.grant_consent(conn, s.subject_id, "research", "test", **research)
+        store_registry.grant_consent(conn, s.subject_id, "research", "test", **research)
         conn.commit()
         registry.readings(s, "heart-rate", [(D1, 101), (D2, 108)])
         registry.readings(s, "blood-pressure", [(D1, (150, 97)), (D2, (152, 98))])
@@ -433,7 +433,7 @@ def test_export_and_purge_files_are_private(
         assert modes(root) == {("dir", 0o700), ("file", 0o600)}
         assert len(list(root.rglob("*.parquet"))) > 3
         # The purge's rewrites and manifest too.
-        admin.withdraw_consent(conn, people["p1"].consents["research"], "test")
+        store_registry.withdraw_consent(conn, people["p1"].consents["research"], "test")
         conn.commit()
         before = {p: p.stat().st_ino for p in Path(e["path"]).rglob("*.parquet")}
         assert purge_exports(db_url, master_key, actor="test")["exports_purged"]

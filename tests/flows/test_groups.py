@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from flows.groups import RULES_PATH, RuleError, derive_groups, load_rules, parse_rules
-from ingest import admin
+from store import registry as store_registry
 from tests.flows.helpers import Registry, Subject
 
 AS_OF = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -219,7 +219,7 @@ def test_analytics_withdrawal_ends_memberships_for_good(
 ) -> None:
     derive_groups(db_url, as_of=AS_OF)
     for name in ("hr_low", "regular"):
-        admin.withdraw_consent(conn, population[name].consents["analytics"], "test")
+        store_registry.withdraw_consent(conn, population[name].consents["analytics"], "test")
     conn.commit()
 
     result = derive_groups(db_url, as_of=AS_OF + timedelta(hours=1))

@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from flows import rights
 from flows.export import MANIFEST, export_salt, pseudonym, run_export
 from flows.purge import purge_exports
-from ingest import admin
+from store import registry as store_registry
 from tests.flows.helpers import Registry, Subject
 from tests.support.pgtools import pg_dump_data
 
@@ -146,7 +146,7 @@ def test_research_withdrawal_queues_a_purge(
     salt = export_salt(conn, master_key, e["export_id"])
     assert queue(conn) == []
 
-    admin.withdraw_consent(conn, leaving.consents["research"], "test")
+    store_registry.withdraw_consent(conn, leaving.consents["research"], "test")
     conn.commit()
     assert [(q[0], q[1], str(q[2])) for q in queue(conn)] == [
         (e["export_id"], "research_withdrawn", leaving.subject_id)

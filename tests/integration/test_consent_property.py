@@ -18,9 +18,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest import admin
-from ingest.writer import Writer
 from schemas.reading import Component, Reading
+from store import registry
+from store.writer import Writer
 
 BASE = datetime(2026, 1, 1, tzinfo=UTC)
 TYPES = ("heart-rate", "blood-pressure", "step-count", "geoposition")
@@ -168,16 +168,16 @@ def test_gate_matches_oracle(
     sent = data.draw(st.lists(readings(gs), min_size=1, max_size=25), label="sent")
     n = next(_serial)
     providers = [
-        admin.add_provider(conn, master_key, f"prop-{n}-{i}", types, "test")["provider_id"]
+        registry.add_provider(conn, master_key, f"prop-{n}-{i}", types, "test")["provider_id"]
         for i, types in enumerate(approved)
     ]
     subjects = {}
     for user in USERS[:2]:
-        subjects[user] = admin.add_subject(conn, "EU", [(p, user) for p in providers], "test")[
+        subjects[user] = registry.add_subject(conn, "EU", [(p, user) for p in providers], "test")[
             "subject_id"
         ]
     for g in gs:
-        cid = admin.grant_consent(
+        cid = registry.grant_consent(
             conn,
             subjects[g.user],
             g.purpose,
@@ -188,7 +188,7 @@ def test_gate_matches_oracle(
             valid_until=hours(g.end) if g.end is not None else None,
         )["consent_id"]
         if g.withdrawn:
-            admin.withdraw_consent(conn, cid, "test")
+            registry.withdraw_consent(conn, cid, "test")
     conn.commit()
 
     # Distinct, recognisable values: 1000 + n*100 + i, so any leak is findable.

@@ -142,7 +142,7 @@ def test_ddl_and_privilege_changes_are_refused(
 
 
 def test_migrating_again_keeps_the_role_and_its_grants(db_url: str) -> None:
-    from ingest.migrate import migrate
+    from store.migrate import migrate
 
     assert migrate(db_url) == []
     with psycopg.connect(as_app(db_url)) as c:

@@ -14,8 +14,8 @@ import httpx
 import psycopg
 import pytest
 
+from core.errors import SettingsError
 from ingest.http import create_app
-from ingest.settings import SettingsError
 from tests.integration.test_http_helpers import (
     ADMIN_TOKEN,
     Api,

@@ -24,10 +24,10 @@ import psycopg_pool
 import pytest
 import uvicorn
 
-from ingest.db import make_pool
+from core.settings import Settings
 from ingest.http import create_app
-from ingest.settings import Settings
 from ingest.webhook_auth import sign
+from store.db import make_pool
 from tests.conftest import TEST_SECRET_KEY
 from tests.support import seed
 

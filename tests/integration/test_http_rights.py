@@ -147,7 +147,7 @@ def test_audit_keeps_nothing_of_an_erased_subject(
     row anywhere, holds the subject id in any form, its reading ids or user refs;
     reading entries keep keyed hashes and lose the provider id beside them."""
     from flows import rights
-    from ingest import admin
+    from store import registry
 
     user_ref, second_ref = "aud-erase-ref-k3v9", "aud-erase-second-k3v9"
     world = make_world(conn, master_key, types=("heart-rate",), user_ref=user_ref)
@@ -167,8 +167,8 @@ def test_audit_keeps_nothing_of_an_erased_subject(
         ),
     )
     # A caller naming the subject in another form, in subject_ref and detail.
-    admin.audit(conn, "dpo", "note", "{" + sid.upper() + "}", about=forms[3])
-    admin.audit(conn, "dpo", "search", None, query=f"urn:uuid:{sid.upper()}")
+    registry.audit(conn, "dpo", "note", "{" + sid.upper() + "}", about=forms[3])
+    registry.audit(conn, "dpo", "search", None, query=f"urn:uuid:{sid.upper()}")
     conn.commit()
     with running_app(db_url) as api:
         dpo = api.auth(

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
-from ingest import logs
+from core import logs
 from ingest.webhook_auth import sign
 
 # Module-scoped fixtures shared by the HTTP modules: one database and one server

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from ingest.migrate import available, pending
+from store.migrate import available, pending
 
 SCHEMA_SNAPSHOT = """
 SELECT table_name, column_name, data_type FROM information_schema.columns

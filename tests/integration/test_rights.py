@@ -16,11 +16,11 @@ import orjson
 import psycopg
 import pytest
 
+from core.errors import NotFound
 from flows import rights
-from ingest import admin
-from ingest.db import q
-from ingest.writer import Writer
 from schemas.reading import Component, Reading
+from store.db import q
+from store.writer import Writer
 from tests.support import seed
 from tests.support.pgtools import pg_dump_data
 
@@ -119,7 +119,7 @@ def test_corrections_write_before_and_after(conn: psycopg.Connection, person: di
     assert [r[0] for r in rows] == ["subject.correct", "reading.erroneous", "reading.delete"]
     assert rows[0][1]["before"]["residency"] == "FI"
     assert rows[0][1]["after"]["residency"] == "EU"
-    with pytest.raises(admin.NotFound):
+    with pytest.raises(NotFound):
         rights.correct_reading(
             conn, person["subject"], person["provider"], "nope", "dpo", action="delete"
         )
@@ -175,7 +175,7 @@ def test_erasure_leaves_nothing_and_resumes(
 
 
 def test_erase_unknown_subject_is_refused(db_url: str, master_key: bytes) -> None:
-    with pytest.raises(admin.NotFound):
+    with pytest.raises(NotFound):
         rights.erase_subject(db_url, master_key, "5b0e8a8e-0000-4000-8000-000000000000", "dpo")
 
 

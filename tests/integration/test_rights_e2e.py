@@ -23,8 +23,8 @@ from test_rights import dump
 from flows import rights
 from flows.export import MANIFEST, export_salt, pseudonym, run_export
 from flows.groups import derive_groups
-from ingest import admin
 from ingest.broker_accounts import create_provider_client
+from store import registry
 from tests.integration.test_http_helpers import running_app
 from tests.support import seed
 
@@ -77,7 +77,7 @@ def test_subject_rights_end_to_end(
 ) -> None:
     http_p = seed.provider(conn, master_key, ("heart-rate", "blood-pressure"))
     mqtt_p = seed.provider(conn, master_key, ("heart-rate", "blood-pressure"))
-    sid = admin.add_subject(
+    sid = registry.add_subject(
         conn, "EU", [(http_p["provider_id"], HTTP_REF), (mqtt_p["provider_id"], MQTT_REF)], "test"
     )["subject_id"]
     kept = seed.subject(conn, http_p["provider_id"], KEPT_REF)

@@ -10,9 +10,9 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from ingest import admin
-from ingest.writer import Writer
 from schemas.reading import Component, Reading, Refusal
+from store import registry
+from store.writer import Writer
 from tests.support import seed
 
 NOW = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=1)
@@ -128,7 +128,7 @@ def test_consent_window_and_withdrawal(
     writer: Writer, conn: psycopg.Connection, world: dict
 ) -> None:
     p, sid = world["provider"], world["subject"]
-    admin.withdraw_consent(conn, world["consent"], "test")
+    registry.withdraw_consent(conn, world["consent"], "test")
     conn.commit()
     seed.consent(
         conn,
@@ -179,10 +179,10 @@ def test_suspended_provider_and_ended_subject(
     writer: Writer, conn: psycopg.Connection, world: dict
 ) -> None:
     p = world["provider"]
-    admin.set_provider_status(conn, p, "suspended", "test")
+    registry.set_provider_status(conn, p, "suspended", "test")
     conn.commit()
     assert writer.write([(p, hr("s1", "alice"))], "test")[0].reason == "type_not_approved"
-    admin.set_provider_status(conn, p, "active", "test")
+    registry.set_provider_status(conn, p, "active", "test")
     conn.execute("UPDATE subjects SET status = 'ended'")
     conn.commit()
     assert writer.write([(p, hr("s2", "alice"))], "test")[0].reason == "unknown_subject"
@@ -205,7 +205,7 @@ def test_withdrawal_committed_first_wins(writer: Writer, db_url: str, world: dic
     then sees it: no reading commits after the withdrawal."""
     p = world["provider"]
     with psycopg.connect(db_url) as w:
-        admin.withdraw_consent(w, world["consent"], "test")  # holds the subject lock
+        registry.withdraw_consent(w, world["consent"], "test")  # holds the subject lock
         result: list = []
         t = threading.Thread(
             target=lambda: result.extend(
@@ -241,7 +241,7 @@ def test_withdrawal_racing_many_batches(writer: Writer, db_url: str, world: dict
         t.start()
     time.sleep(0.3)
     with psycopg.connect(db_url) as w:
-        admin.withdraw_consent(w, world["consent"], "test")
+        registry.withdraw_consent(w, world["consent"], "test")
         w.commit()
     withdrawn_at.append(time.monotonic())
     time.sleep(0.3)
@@ -255,7 +255,7 @@ def test_batch_is_atomic_when_database_fails(
     writer: Writer, conn: psycopg.Connection, world: dict, pg_server_url: str
 ) -> None:
     """Nothing of a batch is stored when its transaction fails."""
-    from ingest.db import StorageError
+    from core.errors import StorageError
 
     p = world["provider"]
     conn.execute("ALTER TABLE rejections ADD CONSTRAINT no_test CHECK (transport <> 'boom')")
@@ -269,7 +269,7 @@ def test_unique_ids_are_per_provider(
     writer: Writer, conn: psycopg.Connection, master_key: bytes, world: dict
 ) -> None:
     other = seed.provider(conn, master_key, ("heart-rate",))["provider_id"]
-    admin.add_link(conn, world["subject"], other, "alice-at-other", "test")
+    registry.add_link(conn, world["subject"], other, "alice-at-other", "test")
     conn.commit()
     seed.consent(conn, world["subject"], provider_id=other)
     out = writer.write(
@@ -418,12 +418,12 @@ def test_location_withdrawal_removes_uncovered_coordinates_cli(
     conn.rollback()
 
     # The last location consent goes: no coordinates left; the health values stay.
-    result = admin.withdraw_consent(conn, window, "test")
+    result = registry.withdraw_consent(conn, window, "test")
     conn.commit()
     geos, hrs = located(conn)
     assert geos == [] and [h for h in hrs if h[1]] == [] and len(hrs) == 4
     assert (result["geoposition_readings_deleted"], result["coordinates_cleared"]) == (2, 2)
     # Withdrawing again changes nothing.
-    admin.withdraw_consent(conn, window, "test")
+    registry.withdraw_consent(conn, window, "test")
     conn.commit()
     assert located(conn) == ([], hrs)

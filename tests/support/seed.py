@@ -8,15 +8,15 @@ from typing import Any
 
 import psycopg
 
-from ingest import admin
 from ingest.simulator import VERSIONS
 from schemas.reading import TYPES
+from store import registry
 
 
 def provider(
     conn: psycopg.Connection, master: bytes, types: tuple[str, ...] = TYPES, name: str | None = None
 ) -> dict[str, Any]:
-    result = admin.add_provider(conn, master, name or f"p-{uuid.uuid4().hex[:8]}", types, "test")
+    result = registry.add_provider(conn, master, name or f"p-{uuid.uuid4().hex[:8]}", types, "test")
     conn.commit()
     return result
 
@@ -24,7 +24,7 @@ def provider(
 def subject(
     conn: psycopg.Connection, provider_id: str, user_ref: str, residency: str = "EU"
 ) -> str:
-    sid = admin.add_subject(conn, residency, [(provider_id, user_ref)], "test")["subject_id"]
+    sid = registry.add_subject(conn, residency, [(provider_id, user_ref)], "test")["subject_id"]
     conn.commit()
     return str(sid)
 
@@ -32,7 +32,7 @@ def subject(
 def consent(
     conn: psycopg.Connection, subject_id: str, purpose: str = "collection", **kwargs: Any
 ) -> str:
-    cid = admin.grant_consent(conn, subject_id, purpose, "test", **kwargs)["consent_id"]
+    cid = registry.grant_consent(conn, subject_id, purpose, "test", **kwargs)["consent_id"]
     conn.commit()
     return str(cid)
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ingest.migrate import migrate
+from store.migrate import migrate
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_DIR = ROOT / "deploy" / "timescale"

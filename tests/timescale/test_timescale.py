@@ -13,6 +13,7 @@ import json
 import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from importlib.resources import files
 from typing import Any
 
 import psycopg
@@ -20,12 +21,12 @@ import pytest
 from psycopg import sql
 from psycopg.types.json import Jsonb
 
-from ingest.db import MIGRATIONS_DIR, QUERIES_DIR, queries
-from ingest.migrate import available, migrate
+from store.db import queries, sql_dir
+from store.migrate import available, migrate
 
 pytestmark = pytest.mark.timescale
 
-RULES = json.loads((MIGRATIONS_DIR.parents[1] / "flows" / "rules_v1.json").read_text())
+RULES = json.loads((files("flows") / "rules_v1.json").read_text(encoding="utf-8"))
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 _CAGG = re.compile(
     r"CREATE\s+MATERIALIZED\s+VIEW\s+(?:IF\s+NOT\s+EXISTS\s+)?(\w+)"
@@ -232,7 +233,7 @@ def test_readings_daily_is_utc_days_like_the_plain_view(ts: psycopg.Connection) 
 
 
 def _groups_file_queries() -> list[str]:
-    text = (QUERIES_DIR / "groups.sql").read_text()
+    text = (sql_dir("queries") / "groups.sql").read_text(encoding="utf-8")
     return [m.group(1) for m in _NAME.finditer(text)]
 
 

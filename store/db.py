@@ -1,5 +1,9 @@
 """Database boundary: the pool, named queries, and the project's own errors.
 
+The SQL ships inside this package (`store/sql/queries/*.sql`,
+`store/sql/migrations/NNNN_name.sql`) and is found through importlib.resources,
+so a non-editable install works as well as a checkout.
+
 Driver errors never leave this layer as psycopg exceptions: callers see
 `StorageUnavailable` (retry later: HTTP 503, MQTT no-ack) or `StorageError`.
 """
@@ -10,32 +14,38 @@ import contextlib
 import functools
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from importlib.resources import files
+from importlib.resources.abc import Traversable
 
 import psycopg
 import psycopg_pool
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-QUERIES_DIR = SQL_DIR / "queries"
-MIGRATIONS_DIR = SQL_DIR / "migrations"
+from core.errors import StorageError, StorageUnavailable
+
+# What callers above the store name a connection in their signatures, so they
+# need not import the driver.
+Connection = psycopg.Connection
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
-class StorageError(Exception):
-    """A database operation failed for a reason other than availability."""
+def sql_dir(kind: str) -> Traversable:
+    """`store/sql/<kind>` ("migrations" or "queries") inside the installed package."""
+    return files("store") / "sql" / kind
 
 
-class StorageUnavailable(StorageError):
-    """The database cannot be reached now; nothing of the operation was stored."""
+def sql_files(kind: str) -> list[Traversable]:
+    """The `*.sql` files of `store/sql/<kind>`, sorted by name."""
+    found = [f for f in sql_dir(kind).iterdir() if f.is_file() and f.name.endswith(".sql")]
+    return sorted(found, key=lambda f: f.name)
 
 
 @functools.cache
 def queries() -> dict[str, str]:
-    """All named queries in sql/queries/*.sql (`-- name: x` blocks), loaded once."""
+    """All named queries in store/sql/queries/*.sql (`-- name: x` blocks), loaded once."""
     found: dict[str, str] = {}
-    for path in sorted(QUERIES_DIR.glob("*.sql")):
-        text = path.read_text()
+    for path in sql_files("queries"):
+        text = path.read_text(encoding="utf-8")
         marks = list(_NAME.finditer(text))
         for i, m in enumerate(marks):
             end = marks[i + 1].start() if i + 1 < len(marks) else len(text)

@@ -10,9 +10,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-
-class DecryptionError(ValueError):
-    """A secret could not be decrypted with this master key."""
+from core.errors import DecryptionError
 
 
 def subkey(master: bytes, purpose: str) -> bytes:

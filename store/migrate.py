@@ -1,15 +1,17 @@
-"""A short forward-only migrator: sql/migrations/NNNN_name.sql, recorded in a table."""
+"""A short forward-only migrator: store/sql/migrations/NNNN_name.sql, recorded in a table."""
 
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import psycopg
 from psycopg import sql
 
-from ingest.db import MIGRATIONS_DIR, translate_errors
+from core.errors import MigrationError
+from store.db import sql_files, translate_errors
 
 _LOCK_KEY = 0x76_69_74_61_6C_73  # "vitals": one migrator at a time
 
@@ -18,22 +20,27 @@ _LOCK_KEY = 0x76_69_74_61_6C_73  # "vitals": one migrator at a time
 class Migration:
     version: int
     name: str
-    path: Path
+    path: Traversable
 
     @property
     def sql(self) -> str:
-        return self.path.read_text()
+        return self.path.read_text(encoding="utf-8")
 
     @property
     def checksum(self) -> str:
         return hashlib.sha256(self.path.read_bytes()).hexdigest()
 
 
-def available(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+_FILE = re.compile(r"([0-9]{4})_(.*)\.sql")
+
+
+def available() -> list[Migration]:
+    """The migrations shipped in store/sql/migrations, in version order."""
     found = []
-    for path in sorted(directory.glob("[0-9][0-9][0-9][0-9]_*.sql")):
-        version, _, name = path.stem.partition("_")
-        found.append(Migration(int(version), name, path))
+    for path in sql_files("migrations"):
+        m = _FILE.fullmatch(path.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), path))
     return found
 
 
@@ -60,10 +67,6 @@ def applied(conn: psycopg.Connection) -> dict[int, str]:
 def pending(conn: psycopg.Connection) -> list[Migration]:
     done = applied(conn)
     return [m for m in available() if m.version not in done]
-
-
-class MigrationError(RuntimeError):
-    pass
 
 
 APP_ROLE = "vitals_app"

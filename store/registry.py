@@ -1,7 +1,10 @@
-"""Registry operations shared by the CLI and the admin API.
+"""The registry: providers, subjects, links, consents, tokens and the audit log.
 
-Each function takes an open connection, runs in its caller's transaction and
-writes an audit row; the caller commits. Bad input raises `InputError`.
+Shared by the CLI, the admin API, the demo and the flows. One transaction
+convention: each function takes an open connection and runs in its caller's
+transaction (a savepoint at most); the caller commits. Writers add an audit
+row. Bad input raises `InputError` (`NotFound` for a missing thing).
+Broker accounts are not kept here: `ingest.providers` orchestrates them.
 """
 
 from __future__ import annotations
@@ -16,28 +19,16 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ingest import crypto
-from ingest.db import q
+from core import crypto
+from core.errors import InputError, NotFound
 from schemas.reading import TYPES
+from store.db import q
 
 PURPOSES = ("collection", "location", "analytics", "research")
 RESIDENCIES = ("FI", "EU")
 ROLES = ("admin", "dpo", "analyst")
 TOKEN_DAYS_DEFAULT = 90
 TOKEN_DAYS_MAX = 365
-
-
-class InputError(ValueError):
-    """A refused input: `code` is machine-readable, the message says why."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-
-
-class NotFound(InputError):
-    def __init__(self, what: str, ident: object) -> None:
-        super().__init__("not_found", f"{what} {ident} does not exist")
 
 
 def parse_uuid(value: str | uuid.UUID, what: str) -> uuid.UUID:
@@ -119,10 +110,10 @@ def add_provider(
     name: str,
     types: Sequence[str],
     actor: str,
-    mqtt_admin_url: str | None = None,
 ) -> dict[str, Any]:
-    """Register a provider; with `mqtt_admin_url`, also create its broker account
-    (publish only to its readings topic, read only its rejections topic)."""
+    """Register a provider (its webhook secret encrypted at rest). Returns
+    `{"provider_id", "webhook_secret", "mqtt": None}`; a broker account is
+    added by `ingest.providers.add_provider`."""
     types = check_types(types)
     if not name.strip():
         raise InputError("invalid_name", "provider name must not be empty")
@@ -143,16 +134,17 @@ def add_provider(
     except psycopg.errors.UniqueViolation:
         raise InputError("duplicate", f"a provider named {name!r} already exists") from None
     audit(conn, actor, "provider.add", provider_id=str(provider_id), types=types)
-    mqtt = None
-    if mqtt_admin_url:
-        from ingest.broker_accounts import create_provider_client
+    return {"provider_id": str(provider_id), "webhook_secret": secret, "mqtt": None}
 
-        mqtt = create_provider_client(mqtt_admin_url, str(provider_id))
-        conn.execute(
-            q("set_provider_mqtt"),
-            {"provider_id": provider_id, "mqtt_username": mqtt["username"]},
-        )
-    return {"provider_id": str(provider_id), "webhook_secret": secret, "mqtt": mqtt}
+
+def set_provider_mqtt(
+    conn: psycopg.Connection, provider_id: str | uuid.UUID, mqtt_username: str
+) -> None:
+    """Record the broker account created for a provider."""
+    conn.execute(
+        q("set_provider_mqtt"),
+        {"provider_id": parse_uuid(provider_id, "provider"), "mqtt_username": mqtt_username},
+    )
 
 
 def get_provider(conn: psycopg.Connection, provider_id: str | uuid.UUID) -> dict[str, Any] | None:
@@ -173,12 +165,9 @@ def set_provider_status(
     provider_id: str,
     status: str,
     actor: str,
-    mqtt_admin_url: str | None = None,
 ) -> dict[str, Any]:
-    """Activate, suspend or remove a provider. With `mqtt_admin_url`, its broker
-    account follows: disabled when suspended or removed (live connections are
-    dropped), enabled again when active. A broker error leaves the database
-    unchanged (the caller's transaction is not committed)."""
+    """Activate, suspend or remove a provider (its broker account follows in
+    `ingest.providers.set_provider_status`)."""
     if status not in ("active", "suspended", "removed"):
         raise InputError("invalid_status", f"unknown provider status {status!r}")
     pid = parse_uuid(provider_id, "provider")
@@ -187,13 +176,6 @@ def set_provider_status(
         raise NotFound("provider", provider_id)
     conn.execute(q("set_provider_status"), {"provider_id": pid, "status": status})
     audit(conn, actor, f"provider.{status}", provider_id=str(pid))
-    if mqtt_admin_url and provider["mqtt_username"]:
-        from ingest import broker_accounts
-
-        if status == "active":
-            broker_accounts.enable_provider_client(mqtt_admin_url, str(pid))
-        else:
-            broker_accounts.disable_provider_client(mqtt_admin_url, str(pid))
     return {"provider_id": str(pid), "status": status}
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.errors import SettingsError
+
 # Keys that appear in docs, examples or compose files: never accepted outside demo.
 PLACEHOLDER_KEYS = frozenset(
     {
@@ -23,10 +25,6 @@ PLACEHOLDER_KEYS = frozenset(
 )
 MIN_KEY_LENGTH = 32
 DEMO_SECRET_KEY = "demo-secret-key-do-not-use-in-production-000"  # noqa: S105
-
-
-class SettingsError(ValueError):
-    """The configuration is unusable; the message says which variable and why."""
 
 
 class Settings(BaseSettings):

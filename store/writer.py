@@ -25,8 +25,8 @@ from typing import Literal
 import psycopg
 import psycopg_pool
 
-from ingest import metrics
-from ingest.db import StorageError, StorageUnavailable, q, translate_errors
+from core import metrics
+from core.errors import StorageError, StorageUnavailable
 from schemas.reading import (
     INVALID_SCHEMA,
     NO_CONSENT,
@@ -35,6 +35,7 @@ from schemas.reading import (
     Reading,
     Refusal,
 )
+from store.db import q, translate_errors
 
 Status = Literal["accepted", "duplicate", "rejected"]
 Parsed = Reading | Refusal

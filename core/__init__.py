@@ -1,0 +1,4 @@
+"""vitals: core, the ground floor (settings, errors, crypto, logging, metrics).
+
+Imports nothing of ours but schemas.
+"""
