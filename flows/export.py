@@ -13,7 +13,8 @@ Readings stream out of PostgreSQL with COPY, ordered by type and time, are
 parsed in blocks by pyarrow's CSV reader and written one partition at a
 time: memory stays bounded whatever the size. Files go to a temp directory
 that is renamed into place only when complete; the export, the subjects it
-disclosed and an audit row are recorded in the same transaction.
+disclosed and an audit row are recorded in the same transaction. The SQL
+(snapshot, lock, COPY streams, the record) is in `store.exports`.
 
 Only what the research consent covers goes out: readings of its types (and
 provider), and group memberships whose evidence types it covers entirely
@@ -49,12 +50,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
-from psycopg.types.json import Jsonb
 
 from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
 
@@ -66,7 +65,8 @@ from core import crypto
 from core.errors import InputError
 from flows.common import Progress
 from flows.groups import EVIDENCE_TYPES, EVIDENCE_WITHOUT_TYPES
-from store.db import q, translate_errors
+from store import exports as queries
+from store.db import Connection
 from store.registry import audit
 
 REGIONS = ("FI", "EU")
@@ -125,12 +125,12 @@ def pseudonym(salt: bytes, subject_id: uuid.UUID | str) -> str:
     return hmac.new(salt, message, hashlib.sha256).hexdigest()[:PSEUDONYM_CHARS]
 
 
-def export_salt(conn: psycopg.Connection, master: bytes, export_id: str) -> bytes:
+def export_salt(conn: Connection, master: bytes, export_id: str) -> bytes:
     """The per-export salt, decrypted (for the purge to find a subject's rows)."""
-    row = conn.execute(q("export_salt"), {"export_id": export_id}).fetchone()
-    if row is None:
+    salt_enc = queries.encrypted_salt(conn, export_id)
+    if salt_enc is None:
         raise InputError("not_found", f"export {export_id} does not exist")
-    return crypto.decrypt(master, row[0])
+    return crypto.decrypt(master, salt_enc)
 
 
 FILE_MODE = 0o600
@@ -286,7 +286,7 @@ class _PartitionWriter:
 
 
 def _write_readings(
-    conn: psycopg.Connection,
+    conn: Connection,
     root: Path,
     cutoff: datetime,
     progress: Progress | None,
@@ -295,8 +295,8 @@ def _write_readings(
 ) -> tuple[list[dict[str, Any]], set[str]]:
     seen: set[str] = set()
     out = _PartitionWriter(root, rows_per_file, rows_per_group=max(1, min(rows_per_file, 250_000)))
-    with conn.cursor() as cur, cur.copy(q("export_readings"), {"cutoff": cutoff}) as copy:
-        stream = _CopyStream(iter(copy))
+    with queries.readings_csv(conn, cutoff) as chunks:
+        stream = _CopyStream(chunks)
         if not stream.peek_empty():
             reader = pcsv.open_csv(
                 stream,
@@ -336,22 +336,21 @@ def _split_batch(batch: pa.RecordBatch, out: _PartitionWriter, seen: set[str]) -
         start = end
 
 
-def _evidence_types() -> Jsonb:
-    return Jsonb(EVIDENCE_TYPES | {key: [] for key in EVIDENCE_WITHOUT_TYPES})
+def _evidence_types() -> dict[str, list[str] | None]:
+    return EVIDENCE_TYPES | {key: [] for key in EVIDENCE_WITHOUT_TYPES}
 
 
 def _write_groups(
-    conn: psycopg.Connection, root: Path, cutoff: datetime, batch_rows: int = 10_000
+    conn: Connection, root: Path, cutoff: datetime, batch_rows: int = 10_000
 ) -> tuple[list[dict[str, Any]], set[str]]:
     path = private_file(private_dir(root / "groups") / "part-00000.parquet")
     seen: set[str] = set()
     rows = 0
     with (
         pq.ParquetWriter(path, GROUPS_SCHEMA, compression="zstd") as writer,
-        conn.cursor(name="export_groups") as cur,
+        queries.group_memberships(conn, cutoff, _evidence_types(), batch_rows) as batches,
     ):
-        cur.execute(q("export_groups"), {"cutoff": cutoff, "evidence_types": _evidence_types()})
-        while chunk := cur.fetchmany(batch_rows):
+        for chunk in batches:
             columns = list(zip(*chunk, strict=True))
             table = pa.Table.from_arrays(
                 [pa.array(col, type=f.type) for col, f in zip(columns, GROUPS_SCHEMA, strict=True)],
@@ -383,105 +382,84 @@ def run_export(
     tmp: Path | None = None
     final: Path | None = None
     try:
-        with translate_errors(), psycopg.connect(database_url) as conn:
-            # Taken and committed before the snapshot: a waiting export sees
-            # whatever the erasure it waited for committed.
-            conn.execute(q("export_erasure_lock_shared"))
-            conn.commit()
-            conn.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
-            with conn.transaction():
-                conn.execute("SET LOCAL work_mem = '64MB'")
-                cutoff: datetime = conn.execute(q("export_cutoff")).fetchone()[0]  # type: ignore[index]
-                cutoff = cutoff.astimezone(UTC)
-                export_id = f"{cutoff:%Y%m%dT%H%M%SZ}-{region.lower()}-{secrets.token_hex(4)}"
-                params = {"cutoff": cutoff, "region": region}
-                conn.execute(q("export_create_temp"))
-                conn.execute(q("export_consents"), params)
-                ids = [r[0] for r in conn.execute(q("export_subject_ids")).fetchall()]
-                by_pseudonym = {pseudonym(salt, sid): sid for sid in ids}
-                with conn.cursor() as cur, cur.copy(q("export_copy_map")) as cp:
-                    for p, sid in by_pseudonym.items():
-                        cp.write_row((sid, p))
+        # The shared erasure lock is held from before the snapshot until after
+        # its commit (store.exports.export_snapshot).
+        with queries.export_snapshot(database_url) as (conn, cutoff):
+            export_id = f"{cutoff:%Y%m%dT%H%M%SZ}-{region.lower()}-{secrets.token_hex(4)}"
+            ids = queries.eligible_subjects(conn, cutoff, region)
+            by_pseudonym = {pseudonym(salt, sid): sid for sid in ids}
+            queries.load_pseudonyms(conn, by_pseudonym)
 
-                tmp = export_dir / f".tmp-{export_id}"
-                tmp.mkdir(mode=DIR_MODE)
-                os.chmod(tmp, DIR_MODE)
-                private_dir(tmp / "readings")
-                files, seen = _write_readings(
-                    conn, tmp, cutoff, progress, block_size, rows_per_file
-                )
-                group_files, group_seen = _write_groups(conn, tmp, cutoff)
-                disclosed = sorted(by_pseudonym[p] for p in seen | group_seen)
-                rows = sum(f["rows"] for f in files)
-                group_rows = sum(f["rows"] for f in group_files)
-                final = export_dir / export_id
-                result = {
+            tmp = export_dir / f".tmp-{export_id}"
+            tmp.mkdir(mode=DIR_MODE)
+            os.chmod(tmp, DIR_MODE)
+            private_dir(tmp / "readings")
+            files, seen = _write_readings(conn, tmp, cutoff, progress, block_size, rows_per_file)
+            group_files, group_seen = _write_groups(conn, tmp, cutoff)
+            disclosed = sorted(by_pseudonym[p] for p in seen | group_seen)
+            rows = sum(f["rows"] for f in files)
+            group_rows = sum(f["rows"] for f in group_files)
+            final = export_dir / export_id
+            result = {
+                "export_id": export_id,
+                "path": str(final),
+                "region": region,
+                "cutoff": cutoff.isoformat(),
+                "rows": rows,
+                "group_rows": group_rows,
+                "subjects": len(disclosed),
+                "files": len(files) + len(group_files),
+            }
+            write_manifest(
+                tmp,
+                {
+                    "format": FORMAT,
                     "export_id": export_id,
-                    "path": str(final),
                     "region": region,
                     "cutoff": cutoff.isoformat(),
-                    "rows": rows,
-                    "group_rows": group_rows,
-                    "subjects": len(disclosed),
-                    "files": len(files) + len(group_files),
-                }
-                write_manifest(
-                    tmp,
-                    {
-                        "format": FORMAT,
-                        "export_id": export_id,
-                        "region": region,
-                        "cutoff": cutoff.isoformat(),
-                        "created_at": datetime.now(UTC).isoformat(),
-                        "consent": "unwithdrawn research consent covering the cut-off; "
-                        "FI residents only in exports to region FI",
-                        "pseudonym": "HMAC-SHA256 of the subject under a random per-export "
-                        f"salt, first {PSEUDONYM_CHARS} hex chars; stable within this "
-                        "export only",
-                        "partitioning": "readings/type=<type>/date=<YYYY-MM-DD> (hive, UTC dates)",
-                        "schema": {
-                            "readings": schema_doc(READINGS_SCHEMA),
-                            "groups": schema_doc(GROUPS_SCHEMA),
-                        },
-                        "rows": {"readings": rows, "groups": group_rows},
-                        "subject_count": len(disclosed),
-                        "files": files + group_files,
-                        "purged_at": None,
+                    "created_at": datetime.now(UTC).isoformat(),
+                    "consent": "unwithdrawn research consent covering the cut-off; "
+                    "FI residents only in exports to region FI",
+                    "pseudonym": "HMAC-SHA256 of the subject under a random per-export "
+                    f"salt, first {PSEUDONYM_CHARS} hex chars; stable within this "
+                    "export only",
+                    "partitioning": "readings/type=<type>/date=<YYYY-MM-DD> (hive, UTC dates)",
+                    "schema": {
+                        "readings": schema_doc(READINGS_SCHEMA),
+                        "groups": schema_doc(GROUPS_SCHEMA),
                     },
-                )
-                conn.execute(
-                    q("export_insert"),
-                    {
-                        "export_id": export_id,
-                        "region": region,
-                        "cutoff": cutoff,
-                        "salt_enc": crypto.encrypt(master, salt),
-                        "path": str(final),
-                        "subject_count": len(disclosed),
-                        "row_count": rows,
-                        "actor": actor,
-                    },
-                )
-                with conn.cursor() as cur, cur.copy(q("export_copy_subjects")) as cp:
-                    for sid in disclosed:
-                        cp.write_row((export_id, sid))
-                audit(
-                    conn,
-                    actor,
-                    "export.disclose",
-                    None,
-                    export_id=export_id,
-                    region=region,
-                    cutoff=cutoff.isoformat(),
-                    subject_count=len(disclosed),
-                    row_count=rows,
-                    group_rows=group_rows,
-                    path=str(final),
-                )
-                os.rename(tmp, final)
-                tmp = None
-            conn.execute(q("export_erasure_unlock_shared"))
-            conn.commit()
+                    "rows": {"readings": rows, "groups": group_rows},
+                    "subject_count": len(disclosed),
+                    "files": files + group_files,
+                    "purged_at": None,
+                },
+            )
+            queries.record_export(
+                conn,
+                export_id=export_id,
+                region=region,
+                cutoff=cutoff,
+                salt_enc=crypto.encrypt(master, salt),
+                path=str(final),
+                row_count=rows,
+                actor=actor,
+                subjects=disclosed,
+            )
+            audit(
+                conn,
+                actor,
+                "export.disclose",
+                None,
+                export_id=export_id,
+                region=region,
+                cutoff=cutoff.isoformat(),
+                subject_count=len(disclosed),
+                row_count=rows,
+                group_rows=group_rows,
+                path=str(final),
+            )
+            os.rename(tmp, final)
+            tmp = None
     except BaseException:
         if tmp is not None:
             shutil.rmtree(tmp, ignore_errors=True)

@@ -1,6 +1,7 @@
 """Analytic user groups: a versioned rule set (data) evaluated in SQL.
 
-`derive_groups` is the plain function doing the work in one transaction:
+`derive_groups` is the plain function doing the work in one transaction
+(its SQL in `store.groups`):
 subjects with an unwithdrawn `analytics` consent -> windowed aggregates per
 subject -> every rule of the set (`flows/rules_v1.json`, passed to SQL as
 jsonb and evaluated by `vitals_rule_holds`) -> memberships. A membership that
@@ -12,14 +13,10 @@ the next run and gets no new ones.
 from __future__ import annotations
 
 import json
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-import psycopg
-from psycopg.types.json import Jsonb
 
 from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
 
@@ -27,7 +24,8 @@ from flows import common  # noqa: F401  (quiet Prefect env before prefect is imp
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from store.db import q, translate_errors
+from store import groups as queries
+from store.db import connect, translate_errors
 from store.registry import audit
 
 RULES_PATH = Path(__file__).with_name("rules_v1.json")
@@ -181,34 +179,26 @@ def derive_groups(
         raise ValueError("as_of needs a time zone")
     end = window_end(as_of)
     start = end - timedelta(days=rules.window_days)
-    params: dict[str, Any] = {
-        "as_of": as_of,
-        "version": rules.version,
-        "window_end": end,
-        "window_days": rules.window_days,
-        "lapse_days": rules.lapse_days,
-        "rules": Jsonb(list(rules.rules)),
-        "window": Jsonb({"window_from": start.isoformat(), "window_until": end.isoformat()}),
-    }
-    with translate_errors(), psycopg.connect(database_url) as conn, conn.transaction():
-        conn.execute(q("groups_lock"))
-        conn.execute(q("groups_create_temp"))
-        conn.execute(q("groups_eligible"), params)
-        conn.execute(q("groups_metrics"), params)
-        conn.execute(q("groups_matches"), params)
-        ended = Counter(r[0] for r in conn.execute(q("groups_end_ineligible"), params).fetchall())
-        ended.update(r[0] for r in conn.execute(q("groups_end_unmatched"), params).fetchall())
-        started = conn.execute(q("groups_start"), params).rowcount
-        subjects, open_ = conn.execute(q("groups_summary")).fetchone()  # type: ignore[misc]
+    with translate_errors(), connect(database_url) as conn, conn.transaction():
+        changes = queries.update_memberships(
+            conn,
+            as_of=as_of,
+            version=rules.version,
+            window_end=end,
+            window_days=rules.window_days,
+            lapse_days=rules.lapse_days,
+            rules=list(rules.rules),
+            window={"window_from": start.isoformat(), "window_until": end.isoformat()},
+        )
         result: dict[str, Any] = {
             "rule_version": rules.version,
             "as_of": as_of.isoformat(),
             "window_from": start.isoformat(),
             "window_until": end.isoformat(),
-            "subjects": subjects,
-            "started": started,
-            "ended": dict(sorted(ended.items())),
-            "open": open_,
+            "subjects": changes.subjects,
+            "started": changes.started,
+            "ended": dict(sorted(changes.ended.items())),
+            "open": changes.open,
         }
         audit(conn, actor, "groups.derive", **result)
     return result

@@ -6,18 +6,15 @@
   `VITALS_RELATIONSHIP_GRACE_DAYS` ago: readings, rejections, memberships.
 - Rejections older than the default age; ended memberships older than it.
 
-Plain DELETEs in bounded chunks, each committed on its own; with TimescaleDB,
-whole chunks older than every maximum age are dropped first (`drop_chunks`;
-the migration's retention policy is the backstop).
+Plain DELETEs in bounded chunks, each committed on its own (`store.retention`);
+with TimescaleDB, whole chunks older than every maximum age are dropped first
+(`drop_chunks`; the migration's retention policy is the backstop).
 """
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
-
-import psycopg
 
 from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
 
@@ -26,21 +23,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.settings import Settings
-from store.db import q, translate_errors
+from store import retention as queries
+from store.db import connect, translate_errors
 from store.registry import audit
 
 DEFAULT_CHUNK = 50_000
-
-
-def _drain(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> int:
-    """Run a chunked DELETE until it removes less than a chunk; returns rows removed."""
-    total = 0
-    while True:
-        with conn.transaction():
-            n = conn.execute(query, params).rowcount
-        total += n
-        if n < params["chunk"]:
-            return total
 
 
 def run_retention(
@@ -61,43 +48,24 @@ def run_retention(
     default_before = now - timedelta(days=retention_days_default)
     grace_before = now - timedelta(days=relationship_grace_days)
     by_type: dict[str, int] = {}
-    with translate_errors(), psycopg.connect(database_url, autocommit=True) as conn:
+    with translate_errors(), connect(database_url, autocommit=True) as conn:
         chunks_dropped = 0
-        if conn.execute(q("retention_has_timescale")).fetchone()[0]:  # type: ignore[index]
+        if queries.has_timescale(conn):
             oldest = max([retention_days_default, *retention_days.values()])
-            row = conn.execute(
-                q("retention_drop_chunks"), {"before": now - timedelta(days=oldest)}
-            ).fetchone()
-            chunks_dropped = int(row[0]) if row else 0
+            chunks_dropped = queries.drop_reading_chunks(conn, now - timedelta(days=oldest))
 
         for type_, days in sorted(retention_days.items()):
-            by_type[type_] = _drain(
-                conn,
-                q("retention_readings_of_types"),
-                {"types": [type_], "before": now - timedelta(days=days), "chunk": chunk},
+            by_type[type_] = queries.delete_readings_of_types(
+                conn, [type_], now - timedelta(days=days), chunk
             )
-        by_type["*"] = _drain(
-            conn,
-            q("retention_readings_of_other_types"),
-            {"types": sorted(retention_days), "before": default_before, "chunk": chunk},
+        by_type["*"] = queries.delete_readings_of_other_types(
+            conn, sorted(retention_days), default_before, chunk
         )
 
-        ended: list[uuid.UUID] = [
-            r[0] for r in conn.execute(q("retention_ended_subjects"), {"before": grace_before})
-        ]
-        relationship_readings = _drain(
-            conn, q("retention_readings_of_subjects"), {"subjects": ended, "chunk": chunk}
-        )
-        rejections = _drain(
-            conn,
-            q("retention_rejections"),
-            {"before": default_before, "subjects": ended, "chunk": chunk},
-        )
-        groups = _drain(
-            conn,
-            q("retention_groups"),
-            {"before": default_before, "subjects": ended, "chunk": chunk},
-        )
+        ended = queries.subjects_ended_before(conn, grace_before)
+        relationship_readings = queries.delete_readings_of_subjects(conn, ended, chunk)
+        rejections = queries.delete_rejections(conn, default_before, ended, chunk)
+        groups = queries.delete_group_memberships(conn, default_before, ended, chunk)
         result: dict[str, Any] = {
             "now": now.isoformat(),
             "readings_by_type": {k: v for k, v in by_type.items() if v},

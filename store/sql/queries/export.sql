@@ -13,6 +13,10 @@ CREATE TEMP TABLE IF NOT EXISTS export_consents (
     types       text[]
 ) ON COMMIT DROP
 
+-- name: export_work_mem
+-- The readings COPY sorts by type and time.
+SET LOCAL work_mem = '64MB'
+
 -- name: export_cutoff
 SELECT now()
 

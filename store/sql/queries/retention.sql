@@ -1,5 +1,6 @@
--- Retention (flows/retention.py): every DELETE takes a bounded chunk and
--- commits, so a large backlog never holds long locks or a huge transaction.
+-- Retention (store/retention.py, run by flows/retention.py): every DELETE
+-- takes a bounded chunk and commits, so a large backlog never holds long
+-- locks or a huge transaction.
 -- Chunks are chosen by the readings key, which works on plain tables and
 -- TimescaleDB hypertables alike.
 
