@@ -11,13 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import psycopg
-
 from store import registry
+from store.db import Connection
 
 
 def add_provider(
-    conn: psycopg.Connection,
+    conn: Connection,
     master: bytes,
     name: str,
     types: Sequence[str],
@@ -37,7 +36,7 @@ def add_provider(
 
 
 def set_provider_status(
-    conn: psycopg.Connection,
+    conn: Connection,
     provider_id: str,
     status: str,
     actor: str,
