@@ -16,7 +16,7 @@ COPY store store
 COPY ingest ingest
 COPY flows flows
 COPY schemas schemas
-# Non-editable install: the packages (store/sql and flows/*.json included as
+# Non-editable install: the packages (sql/ and flows/*.json included as
 # package data) are copied into /opt/venv; nothing reads the source tree.
 RUN uv sync --frozen --no-editable
 

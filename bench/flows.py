@@ -88,6 +88,9 @@ def seed(url: str, subjects: int, days: int) -> int:
 
 def phase(name: str, url: str, out: Path) -> dict[str, object]:
     """Run in a child process: one flow's work, timed (imports excluded)."""
+    from flows.common import quiet_prefect_env
+
+    quiet_prefect_env()  # before prefect is imported
     from flows.export import run_export
     from flows.groups import derive_groups
 

@@ -1,8 +1,9 @@
 """What every flow shares: a quiet, offline Prefect environment and small helpers.
 
-Prefect reads its settings when it is first imported, so every flow module
-imports this module before `prefect` (see the `# isort: split` marks). Values
-already in the environment win: an operator's `PREFECT_API_URL` or
+Prefect reads its settings when it is first imported, so the entry points
+(`vitals` main, the test session, the benchmarks) call `quiet_prefect_env()`
+before anything imports `prefect`; importing this module changes nothing.
+Values already in the environment win: an operator's `PREFECT_API_URL` or
 `PREFECT_HOME` is never overridden.
 
 - `PREFECT_HOME` is project-local (`<repo>/.prefect`), not `~/.prefect`.
@@ -16,7 +17,6 @@ already in the environment win: an operator's `PREFECT_API_URL` or
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,15 +39,9 @@ def quiet_prefect_env(environ: Any = None) -> None:
         env.setdefault(key, value)
 
 
-quiet_prefect_env()
-
-
 def prefect_server_configured() -> bool:
     """True when flows report to a Prefect server the operator runs."""
     return bool(os.environ.get("PREFECT_API_URL"))
-
-
-Progress = Callable[[int], None]
 
 
 def transient_failure(task: Any, task_run: Any, state: Any) -> bool:

@@ -18,19 +18,17 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
-
-# isort: split
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from flows import common
 from store import groups as queries
 from store.db import connect, translate_errors
 from store.registry import audit
 
 RULES_PATH = Path(__file__).with_name("rules_v1.json")
 
-# Metrics the SQL computes per subject (store/sql/queries/groups.sql, groups_metrics).
+# Metrics the SQL computes per subject (sql/queries/groups.sql, groups_metrics).
 METRICS = frozenset(
     {
         "bp_n",
@@ -56,7 +54,7 @@ METRICS = frozenset(
 )
 OPS = frozenset({"<", "<=", ">", ">=", "="})
 
-# The reading types each evidence metric is computed from (store/sql/queries/groups.sql).
+# The reading types each evidence metric is computed from (sql/queries/groups.sql).
 # An export shows a membership only to the extent the research consent covers
 # every type of its evidence. None: computed from readings of every type the
 # analytics consent allowed (engagement), so only a research consent for every

@@ -1,7 +1,7 @@
 """`vitals export purge`: rewrite past exports without the rows of erased,
 research-withdrawn or re-resident subjects, and update their manifests.
 
-The work list is the purge queue (`export_purge_queue`, store/sql/migrations/0005):
+The work list is the purge queue (`export_purge_queue`, sql/migrations/0005):
 erasure queues the subject's pseudonym per export, a research withdrawal and a
 residency correction queue the subject per export. Each run first finds what
 those missed (`queue_pending`): disclosure-log rows of subjects that no longer
@@ -34,15 +34,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-
-from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
-
-# isort: split
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core import crypto
-from flows.export import MANIFEST, file_entry, private_file, pseudonym, write_manifest
+from core.outputs import MANIFEST, file_entry, private_file, pseudonym, write_manifest
+from flows import common
 from flows.rights import subject_hash
 from store import registry
 from store import rights as queries

@@ -16,13 +16,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
-
-# isort: split
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.settings import Settings
+from flows import common
 from store import retention as queries
 from store.db import connect, translate_errors
 from store.registry import audit

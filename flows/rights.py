@@ -198,7 +198,7 @@ def erase_subject(
         step("begin")
 
         if pseudonym is None:
-            from flows.export import pseudonym as export_pseudonym
+            from core.outputs import pseudonym as export_pseudonym
 
             pseudonym = export_pseudonym
         for export_id, salt_enc in queries.erasure_exports_of(conn, sid):

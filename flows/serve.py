@@ -20,15 +20,13 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-from flows import common  # noqa: F401  (quiet Prefect env before prefect is imported)
-
-# isort: split
 import prefect
 from prefect.deployments.runner import RunnerDeployment
 
 from core.errors import InputError
 from core.settings import Settings
-from flows.export import PROGRESS, export_flow, run_export
+from flows import common
+from flows.export import export_flow, run_export
 from flows.groups import derive_groups, groups_flow
 from flows.purge import purge_flow, purge_from_settings
 from flows.retention import retention_flow, run_retention_from_settings
@@ -95,9 +93,12 @@ def run_flow(
             else run_retention_from_settings(settings, actor)
         )
 
+    master = settings.require_secret_key()
+    if use_prefect:  # Prefect logs the flow's progress itself
+        return export_flow(region=region, actor=actor)
+
     from tqdm import tqdm
 
-    master = settings.require_secret_key()
     with tqdm(
         desc=f"export {region}", unit=" rows", unit_scale=True, file=sys.stderr, disable=False
     ) as bar:
@@ -105,12 +106,4 @@ def run_flow(
         def advance(rows: int) -> None:
             bar.update(rows)
 
-        if not use_prefect:
-            return run_export(
-                url, master, settings.export_dir, region, actor=actor, progress=advance
-            )
-        token = PROGRESS.set(advance)
-        try:
-            return export_flow(region=region, actor=actor)
-        finally:
-            PROGRESS.reset(token)
+        return run_export(url, master, settings.export_dir, region, actor=actor, progress=advance)

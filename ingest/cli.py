@@ -15,6 +15,7 @@ import orjson
 
 from core.errors import InputError, SettingsError, StorageError
 from core.settings import Settings
+from flows.common import quiet_prefect_env
 
 Handler = Callable[[argparse.Namespace, Settings], int]
 
@@ -546,6 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    quiet_prefect_env()  # before anything imports prefect (flows/common.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -1,6 +1,6 @@
 """vitals: store, PostgreSQL (the only package that imports psycopg).
 
 Pool and named queries (db), the migrator, the writer; the SQL ships inside
-the package (store/sql/migrations, store/sql/queries) and is read through
+the package (sql/migrations, sql/queries) and is read through
 importlib.resources, so an installed package finds it.
 """

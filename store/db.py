@@ -1,7 +1,7 @@
 """Database boundary: the pool, named queries, and the project's own errors.
 
-The SQL ships inside this package (`store/sql/queries/*.sql`,
-`store/sql/migrations/NNNN_name.sql`) and is found through importlib.resources,
+The SQL ships inside this package (`sql/queries/*.sql`,
+`sql/migrations/NNNN_name.sql`) and is found through importlib.resources,
 so a non-editable install works as well as a checkout.
 
 Driver errors never leave this layer as psycopg exceptions: callers see
@@ -30,19 +30,19 @@ _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 
 
 def sql_dir(kind: str) -> Traversable:
-    """`store/sql/<kind>` ("migrations" or "queries") inside the installed package."""
-    return files("store") / "sql" / kind
+    """`sql/<kind>` ("migrations" or "queries") inside the installed package."""
+    return files("sql") / kind
 
 
 def sql_files(kind: str) -> list[Traversable]:
-    """The `*.sql` files of `store/sql/<kind>`, sorted by name."""
+    """The `*.sql` files of `sql/<kind>`, sorted by name."""
     found = [f for f in sql_dir(kind).iterdir() if f.is_file() and f.name.endswith(".sql")]
     return sorted(found, key=lambda f: f.name)
 
 
 @functools.cache
 def queries() -> dict[str, str]:
-    """All named queries in store/sql/queries/*.sql (`-- name: x` blocks), loaded once."""
+    """All named queries in sql/queries/*.sql (`-- name: x` blocks), loaded once."""
     found: dict[str, str] = {}
     for path in sql_files("queries"):
         text = path.read_text(encoding="utf-8")

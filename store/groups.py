@@ -1,7 +1,7 @@
 """The analytic-groups queries: rule evaluation and membership changes in SQL.
 
 The rule set (parsing, validation, evidence types) and the run's report live
-in `flows.groups`; the SQL it runs is here (`store/sql/queries/groups.sql`).
+in `flows.groups`; the SQL it runs is here (`sql/queries/groups.sql`).
 
 One transaction convention: every function takes a connection and runs in
 its caller's transaction, never committing.

@@ -1,4 +1,4 @@
-"""A short forward-only migrator: store/sql/migrations/NNNN_name.sql, recorded in a table."""
+"""A short forward-only migrator: sql/migrations/NNNN_name.sql, recorded in a table."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ _FILE = re.compile(r"([0-9]{4})_(.*)\.sql")
 
 
 def available() -> list[Migration]:
-    """The migrations shipped in store/sql/migrations, in version order."""
+    """The migrations shipped in sql/migrations, in version order."""
     found = []
     for path in sql_files("migrations"):
         m = _FILE.fullmatch(path.name)

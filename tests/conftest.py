@@ -17,11 +17,17 @@ import psycopg_pool
 import pytest
 from psycopg import sql
 
+from flows.common import quiet_prefect_env
 from store.db import make_pool
 from store.migrate import migrate
 from store.writer import Writer
 
 pytest_plugins = ["tests.support.leaks"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    quiet_prefect_env()  # before any test module imports prefect (flows/common.py)
+
 
 TEST_SECRET_KEY = "test-key-3f9a1c7e5b2d8046af19c3e7d5b2a8f0"
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"

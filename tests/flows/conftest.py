@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from flows import common  # noqa: F401  (quiet Prefect env before anything imports prefect)
-
-# isort: split
 from collections.abc import Iterator
 from pathlib import Path
 

@@ -19,7 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 
 import flows.export
-from flows.export import export_salt, pseudonym, run_export
+from core.outputs import pseudonym
+from flows.export import export_salt, run_export
 from store import registry as store_registry
 from tests.flows.helpers import Registry, Subject
 

@@ -17,8 +17,9 @@ import orjson
 import psycopg
 import pyarrow.parquet as pq
 
+from core.outputs import MANIFEST, pseudonym
 from flows import rights
-from flows.export import MANIFEST, export_salt, pseudonym, run_export
+from flows.export import export_salt, run_export
 from flows.purge import purge_exports
 from store import registry as store_registry
 from tests.flows.helpers import Registry, Subject

@@ -9,7 +9,8 @@ import orjson
 import psycopg
 import pyarrow.parquet as pq
 
-from flows.export import MANIFEST, export_salt, pseudonym, run_export
+from core.outputs import MANIFEST, pseudonym
+from flows.export import export_salt, run_export
 from tests.integration.test_http_helpers import ADMIN_TOKEN, make_world, running_app
 from tests.support import seed
 from tests.support.pgtools import pg_dump_data

@@ -20,8 +20,9 @@ from mqtt_helpers import Collector, publish_qos1, start_broker
 from test_mqtt import IngesterProcess, wait_until
 from test_rights import dump
 
+from core.outputs import MANIFEST, pseudonym
 from flows import rights
-from flows.export import MANIFEST, export_salt, pseudonym, run_export
+from flows.export import export_salt, run_export
 from flows.groups import derive_groups
 from ingest.broker_accounts import create_provider_client
 from store import registry
