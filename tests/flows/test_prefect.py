@@ -17,8 +17,8 @@ from flows.groups import groups_flow
 from flows.retention import retention_flow
 from flows.serve import deployments
 from ingest.cli import main
-from tests.conftest import TEST_SECRET_KEY
 from tests.flows.helpers import Registry, Subject
+from tests.support.pg import TEST_SECRET_KEY
 
 VITALS = Path(sys.executable).with_name("vitals")
 

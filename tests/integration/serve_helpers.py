@@ -124,7 +124,7 @@ class ServeProcess:
 
 
 def serve_env(db_url: str, **extra: str) -> dict[str, str]:
-    from tests.conftest import TEST_SECRET_KEY
+    from tests.support.pg import TEST_SECRET_KEY
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
     env.update({"VITALS_DATABASE_URL": db_url, "VITALS_SECRET_KEY": TEST_SECRET_KEY, **extra})

@@ -28,8 +28,8 @@ from core.settings import Settings
 from ingest.http import create_app
 from ingest.webhook_auth import sign
 from store.db import make_pool
-from tests.conftest import TEST_SECRET_KEY
 from tests.support import seed
+from tests.support.pg import TEST_SECRET_KEY
 
 ADMIN_TOKEN = "bootstrap-admin-token-8c1f0e2d9b7a6354"
 

@@ -6,12 +6,9 @@ import json
 import os
 import subprocess
 import sys
-import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
-from psycopg import sql
 
 from store.migrate import available, pending
 
@@ -19,16 +16,6 @@ SCHEMA_SNAPSHOT = """
 SELECT table_name, column_name, data_type FROM information_schema.columns
 WHERE table_schema = 'public' ORDER BY 1, 2
 """
-
-
-@pytest.fixture
-def empty_db(pg_server_url: str) -> Iterator[str]:
-    name = f"vitals_empty_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as c:
-        c.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    yield psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
-    with psycopg.connect(pg_server_url, autocommit=True) as c:
-        c.execute(sql.SQL("DROP DATABASE {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def vitals(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
