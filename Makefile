@@ -53,7 +53,7 @@ lock-check: venv
 
 lint: venv lock-check
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check core store ingest flows schemas tests tools bench
+	$(BIN)/ruff format --check core store ingest flows schemas demo tests tools bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
