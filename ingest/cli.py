@@ -174,7 +174,16 @@ def cmd_export_purge(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.demo import main as demo
+    from demo.extra import INSTALL_HINT, missing_dependencies
+
+    missing = missing_dependencies()
+    if missing:
+        say(
+            "vitals demo needs the optional `demo` dependencies "
+            f"(not installed: {', '.join(missing)}): {INSTALL_HINT}"
+        )
+        return 2
+    from demo.run import main as demo
 
     return demo(settings)
 

@@ -44,6 +44,20 @@ TYPES: Final = (
 )
 LOCATION_TYPE: Final = "geoposition"
 
+# The Open mHealth schema version of each type that our own senders (the demo's
+# simulator and the tests' data points) put in `header.schema_id.version`.
+SENT_VERSIONS: Final = {
+    "heart-rate": "2.0",
+    "blood-pressure": "4.0",
+    "blood-glucose": "4.0",
+    "body-weight": "3.0",
+    "body-temperature": "4.0",
+    "oxygen-saturation": "2.0",
+    "respiratory-rate": "2.0",
+    "step-count": "3.0",
+    "geoposition": "1.0",
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Component:

@@ -8,8 +8,7 @@ from typing import Any
 
 import psycopg
 
-from ingest.simulator import VERSIONS
-from schemas.reading import TYPES
+from schemas.reading import SENT_VERSIONS, TYPES
 from store import registry
 
 
@@ -60,7 +59,7 @@ def data_point(
         "header": {
             "id": id or str(uuid.uuid4()),
             "creation_date_time": stamp,
-            "schema_id": {"namespace": "omh", "name": type_, "version": VERSIONS[type_]},
+            "schema_id": {"namespace": "omh", "name": type_, "version": SENT_VERSIONS[type_]},
             "acquisition_provenance": {"source_name": "test-device", "modality": "sensed"},
             "user_id": user_ref,
         },

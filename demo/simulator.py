@@ -11,17 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-VERSIONS = {
-    "heart-rate": "2.0",
-    "blood-pressure": "4.0",
-    "blood-glucose": "4.0",
-    "body-weight": "3.0",
-    "body-temperature": "4.0",
-    "oxygen-saturation": "2.0",
-    "respiratory-rate": "2.0",
-    "step-count": "3.0",
-    "geoposition": "1.0",
-}
+from schemas.reading import SENT_VERSIONS
 
 
 @dataclass(frozen=True)
@@ -65,7 +55,7 @@ def data_point(
         "header": {
             "id": rid or str(uuid.uuid4()),
             "creation_date_time": _stamp(when),
-            "schema_id": {"namespace": "omh", "name": type_, "version": VERSIONS[type_]},
+            "schema_id": {"namespace": "omh", "name": type_, "version": SENT_VERSIONS[type_]},
             "acquisition_provenance": {"source_name": "vitals-simulator", "modality": "sensed"},
             "user_id": user_ref,
         },

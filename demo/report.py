@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
+from store import demo as demo_store
 
 
 def build_report(
@@ -22,43 +22,14 @@ def build_report(
     workdir: Path,
     withdrawal_at: float,
 ) -> dict[str, Any]:
-    with psycopg.connect(db_url) as conn:
-        accepted = conn.execute(
-            "SELECT count(DISTINCT (provider_id, reading_id, effective_time)) FROM readings"
-        ).fetchone()[0]  # type: ignore[index]
-        by_reason: dict[str, int] = dict(
-            conn.execute(
-                "SELECT reason, count(*) FROM rejections GROUP BY 1 ORDER BY 2 DESC"
-            ).fetchall()
-        )
-        by_transport: dict[str, int] = dict(
-            conn.execute("SELECT transport, count(*) FROM rejections GROUP BY 1").fetchall()
-        )
-        group_counts: dict[str, int] = dict(
-            conn.execute(
-                "SELECT group_key, count(*) FROM group_memberships "
-                "WHERE valid_until IS NULL GROUP BY 1 ORDER BY 1"
-            ).fetchall()
-        )
-        per_bucket = conn.execute(
-            "SELECT date_bin('1 second', received_at, %(t)s) AS b, count(*) FROM "
-            "(SELECT DISTINCT provider_id, reading_id, effective_time, received_at FROM readings)"
-            " r GROUP BY 1 ORDER BY 1",
-            {"t": since},
-        ).fetchall()
-        refused_bucket: dict[datetime, int] = dict(
-            conn.execute(
-                "SELECT date_bin('1 second', received_at, %(t)s), count(*) FROM rejections "
-                "GROUP BY 1",
-                {"t": since},
-            ).fetchall()
-        )
-    eu = exports["EU"]
-    query = (
-        "SELECT type, component, unit, count(*) AS n, round(avg(value), 1) AS mean "
-        f"FROM read_parquet('{eu['path']}/readings/*/*/*.parquet', hive_partitioning=false) "
-        "GROUP BY ALL ORDER BY n DESC"
-    )
+    counts = demo_store.report_counts(db_url, since)
+    accepted = counts["accepted"]
+    by_reason: dict[str, int] = counts["refused_by_reason"]
+    by_transport: dict[str, int] = counts["refused_by_transport"]
+    group_counts: dict[str, int] = counts["groups"]
+    per_bucket: list[tuple[datetime, int]] = counts["stored_per_second"]
+    refused_bucket: dict[datetime, int] = counts["refused_per_second"]
+    query = demo_store.duckdb_export_summary(exports["EU"]["path"])
     duck: list[tuple[Any, ...]] = []
     with contextlib.suppress(ImportError):
         import duckdb
