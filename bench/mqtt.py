@@ -44,7 +44,7 @@ from bench.common import (
 )
 from ingest.broker import ingester_client_id, parse_mqtt_url
 from ingest.broker_accounts import create_provider_client
-from ingest.gate import parse_payload
+from ingest.gate.payload import parse_payload
 from schemas.reading import Reading
 from tests.integration.mqtt_helpers import Broker, free_port, make_client, start_broker
 

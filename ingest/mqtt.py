@@ -65,7 +65,7 @@ from core import metrics
 from core.errors import SettingsError, StorageError, StorageUnavailable
 from core.settings import Settings
 from ingest.broker import SHARE_GROUP, ingester_client_id, parse_mqtt_url
-from ingest.gate import ShapeError, parse_payload
+from ingest.gate.payload import ShapeError, parse_payload
 from ingest.mqtt_instance import InstanceSlotsFull, claim_instance
 from schemas.reading import INVALID_SCHEMA, Refusal
 from store.db import make_pool
