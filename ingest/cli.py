@@ -253,7 +253,7 @@ def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from ingest.broker import BrokerError, broker_init, parse_mqtt_url
+    from ingest.broker.config import BrokerError, broker_init, parse_mqtt_url
 
     passwords: dict[str, str | None] = {"admin_password": None, "ingester_password": None}
     if args.passwords_from_env:
@@ -288,7 +288,7 @@ def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.mqtt import serve
+    from ingest.mqtt.process import serve
 
     return serve(
         settings,

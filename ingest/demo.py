@@ -33,7 +33,7 @@ import psycopg
 from psycopg import sql
 
 from core.settings import Settings
-from ingest.broker import broker_init, parse_mqtt_url
+from ingest.broker.config import broker_init, parse_mqtt_url
 from ingest.demo_report import build_report, print_report
 from ingest.providers import add_provider
 from ingest.simulator import PROFILES, bad_payloads, device_day

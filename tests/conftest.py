@@ -21,7 +21,7 @@ from store.db import make_pool
 from store.migrate import migrate
 from store.writer import Writer
 
-pytest_plugins = ["tests.support.leaks"]
+pytest_plugins = ["tests.support.leaks", "tests.support.mqtt", "tests.support.ingester"]
 
 TEST_SECRET_KEY = "test-key-3f9a1c7e5b2d8046af19c3e7d5b2a8f0"
 LOCAL_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
