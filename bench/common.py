@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
-from ingest.gate import parse_payload
+from ingest.gate.payload import parse_payload
 from schemas.reading import Reading
 from store import registry
 from store.migrate import migrate

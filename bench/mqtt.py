@@ -42,11 +42,12 @@ from bench.common import (
     scratch_database,
     seed_registry,
 )
-from ingest.broker import ingester_client_id, parse_mqtt_url
-from ingest.broker_accounts import create_provider_client
-from ingest.gate import parse_payload
+from ingest.broker.accounts import create_provider_client
+from ingest.broker.config import ingester_client_id, parse_mqtt_url
+from ingest.gate.payload import parse_payload
 from schemas.reading import Reading
-from tests.integration.mqtt_helpers import Broker, free_port, make_client, start_broker
+from tests.support.mqtt import Broker, make_client, start_broker
+from tests.support.net import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 COLUMNS = (

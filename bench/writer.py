@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import psycopg
 
 from bench.common import ceiling_rows, data_points, raw_copy, scratch_database, seed_registry
-from ingest.gate import parse_payload
+from ingest.gate import Gate
 from store.db import make_pool
 from store.writer import Outcome, Writer
 
@@ -25,17 +25,17 @@ def gate_and_writer(url: str, pid: str, points: list[dict], batch: int) -> tuple
     ingester's parse and commit threads; HTTP request threads and the coalescer)."""
     pool = make_pool(url, min_size=1, max_size=2)
     pool.wait()
-    writer = Writer(pool)
+    gate = Gate(Writer(pool), "bench")
     accepted = 0
     started = time.perf_counter()
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=1) as commits:
         pending: Future[list[Outcome]] | None = None
         for i in range(0, len(points), batch):
-            parsed = parse_payload(points[i : i + batch], now=now)
+            parsed = gate.parse(points[i : i + batch], now=now)
             if pending is not None:
                 accepted += sum(1 for o in pending.result() if o.status == "accepted")
-            pending = commits.submit(writer.write, [(pid, p) for p in parsed], "bench")
+            pending = commits.submit(gate.write, [(pid, p) for p in parsed])
         if pending is not None:
             accepted += sum(1 for o in pending.result() if o.status == "accepted")
     elapsed = time.perf_counter() - started

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import paho.mqtt.client as mqtt
 
-from ingest.broker import parse_mqtt_url
+from ingest.broker.config import parse_mqtt_url
 from ingest.webhook_auth import sign
 
 SEND_SECONDS = 20.0  # the simulator spreads its traffic over this long

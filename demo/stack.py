@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 
 from core.settings import Settings
-from ingest.broker import broker_init
+from ingest.broker.config import broker_init
 from store import demo as demo_store
 
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"

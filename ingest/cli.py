@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -229,62 +229,41 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _read_points(source: str) -> Iterator[object]:
-    """One data point, an array, or JSON lines; a broken line yields None."""
+def _read_payloads(source: str) -> list[object]:
+    """The whole input as one payload (a data point or an array), else each
+    non-blank line as one (JSON lines; a broken line stays raw bytes, which
+    the gate reports as not valid JSON)."""
     data = sys.stdin.buffer.read() if source == "-" else open(source, "rb").read()  # noqa: SIM115
     try:
-        doc = orjson.loads(data)
+        return [orjson.loads(data)]
     except orjson.JSONDecodeError:
-        for line in data.splitlines():
-            if line.strip():
-                try:
-                    yield orjson.loads(line)
-                except orjson.JSONDecodeError:
-                    yield None
-        return
-    if isinstance(doc, list):
-        yield from doc
-    else:
-        yield doc
+        return [line for line in data.splitlines() if line.strip()]
 
 
 def cmd_validate(args: argparse.Namespace, settings: Settings) -> int:
-    from schemas.omh import parse_data_point
-    from schemas.reading import INVALID_SCHEMA, Refusal
+    from ingest.gate import Gate
 
+    gate = Gate(None, "cli")  # validate only: parse, never write
     now = datetime.now(UTC)
-    invalid = 0
     try:
-        points = list(_read_points(args.file))
+        payloads = _read_payloads(args.file)
     except OSError as e:
         raise InputError("unreadable", f"cannot read {args.file}: {e.strerror}") from None
-    for point in points:
-        parsed = (
-            Refusal(None, INVALID_SCHEMA, "not valid JSON")
-            if point is None
-            else parse_data_point(point, now=now)
-        )
-        if isinstance(parsed, Refusal):
-            invalid += 1
-            emit(
-                {
-                    "id": parsed.id,
-                    "status": "invalid",
-                    "reason": parsed.reason,
-                    "detail": parsed.detail,
-                }
-            )
-        else:
-            emit({"id": parsed.id, "status": "valid", "reason": None, "detail": None})
+    points = invalid = 0
+    for payload in payloads:
+        for verdict in gate.validate(payload, now=now):
+            emit(verdict.as_dict())
+            points += 1
+            invalid += verdict.status == "invalid"
     if invalid:
-        say(f"{invalid} of {len(points)} data point(s) invalid")
+        say(f"{invalid} of {points} data point(s) invalid")
     return 1 if invalid else 0
 
 
 def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from ingest.broker import BrokerError, broker_init, parse_mqtt_url
+    from ingest.broker.config import BrokerError, broker_init, parse_mqtt_url
 
     passwords: dict[str, str | None] = {"admin_password": None, "ingester_password": None}
     if args.passwords_from_env:
@@ -319,7 +298,7 @@ def cmd_broker_init(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
-    from ingest.mqtt import serve
+    from ingest.mqtt.process import serve
 
     return serve(
         settings,

@@ -1,7 +1,7 @@
 """The HTTP transport: signed partner webhooks, health and metrics, the admin API.
 
 Thin on purpose: authenticate, read the body within limits, decode, hand the
-items to the gate (`parse_payload`) and the shared coalescing writer, answer.
+items to the gate (`ingest.gate.Gate`, over the shared coalescing writer), answer.
 No SQL and no consent logic here: the writer's transaction decides.
 
     app = create_app(Settings())        # refuses a placeholder VITALS_SECRET_KEY
@@ -35,8 +35,7 @@ from core import logs
 from core.errors import StorageError, StorageUnavailable
 from core.metrics import HTTP_REQUEST_SECONDS, register_transport
 from core.settings import Settings
-from ingest.coalesce import CoalescingWriter
-from ingest.gate import Format, ShapeError, parse_payload
+from ingest.gate import CoalescingWriter, Format, Gate, ShapeError
 from ingest.webhook_auth import (
     PROVIDER_CACHE_TTL_S,
     SIGNATURE_HEADER,
@@ -70,7 +69,7 @@ class Runtime:
     demo: bool
     pool: psycopg_pool.ConnectionPool | None = None
     owns_pool: bool = False
-    coalescer: CoalescingWriter | None = None
+    gate: Gate | None = None
     providers: ProviderCache | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -393,14 +392,16 @@ def create_app(
             )
             rt.owns_pool = True
         rt.providers = ProviderCache(rt.pool, master, PROVIDER_CACHE_TTL_S)
-        rt.coalescer = CoalescingWriter(
-            Writer(rt.pool), TRANSPORT, max_batch=settings.batch_max_readings
+        rt.gate = Gate(
+            CoalescingWriter(Writer(rt.pool), TRANSPORT, max_batch=settings.batch_max_readings),
+            TRANSPORT,
+            max_items=MAX_ITEMS,
         )
         log.info("http transport started", extra={"event": "started"})
         try:
             yield
         finally:
-            await run_in_threadpool(rt.coalescer.close)
+            await run_in_threadpool(rt.gate.close)
             if rt.owns_pool:
                 await run_in_threadpool(rt.pool.close)
                 rt.pool = None
@@ -479,7 +480,7 @@ def create_app(
 async def _webhook(
     rt: Runtime, provider_id: str, request: Request, signature: str | None
 ) -> Response:
-    assert rt.providers is not None and rt.coalescer is not None
+    assert rt.providers is not None and rt.gate is not None
     provider = rt.providers.cached(provider_id)
     if provider is None:
         try:
@@ -513,13 +514,13 @@ async def _webhook(
         return error(413, "too_many_items", f"at most {MAX_ITEMS} data points per request")
     try:
         if item_count(payload, fmt) <= INLINE_PARSE_ITEMS:
-            parsed = parse_payload(payload, fmt, max_items=MAX_ITEMS)
+            parsed = rt.gate.parse(payload, fmt)
         else:  # keep the event loop free while a large batch is validated
-            parsed = await run_in_threadpool(parse_payload, payload, fmt, max_items=MAX_ITEMS)
+            parsed = await run_in_threadpool(rt.gate.parse, payload, fmt)
     except ShapeError as e:
         return error(400, "wrong_shape", str(e))
     try:
-        future = rt.coalescer.submit([(provider.provider_id, p) for p in parsed])
+        future = rt.gate.submit([(provider.provider_id, p) for p in parsed])
         outcomes = await asyncio.wrap_future(future)
     except StorageUnavailable:
         return unavailable()

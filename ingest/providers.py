@@ -1,7 +1,7 @@
 """Provider registration with its broker account: the registry plus Mosquitto.
 
 The registry rows live in `store.registry`; the broker account (dynamic
-security) in `ingest.broker_accounts`. Both functions run in the caller's
+security) in `ingest.broker.accounts`. Both functions run in the caller's
 transaction, which the caller commits: a broker error raises before that
 commit, so the database is left unchanged.
 """
@@ -27,7 +27,7 @@ def add_provider(
     (publish only to its readings topic, read only its rejections topic)."""
     result = registry.add_provider(conn, master, name, types, actor)
     if mqtt_admin_url:
-        from ingest.broker_accounts import create_provider_client
+        from ingest.broker.accounts import create_provider_client
 
         mqtt = create_provider_client(mqtt_admin_url, result["provider_id"])
         registry.set_provider_mqtt(conn, result["provider_id"], mqtt["username"])
@@ -50,7 +50,7 @@ def set_provider_status(
     if mqtt_admin_url:
         provider = registry.get_provider(conn, result["provider_id"])
         if provider is not None and provider["mqtt_username"]:
-            from ingest import broker_accounts
+            from ingest.broker import accounts as broker_accounts
 
             if status == "active":
                 broker_accounts.enable_provider_client(mqtt_admin_url, result["provider_id"])

@@ -1,4 +1,4 @@
-"""The database side of `vitals demo` (store/sql/queries/demo.sql).
+"""The database side of `vitals demo` (sql/queries/demo.sql).
 
 A fresh database on a local server, whether every reading the simulator sent
 has been committed or refused, and the counts of the demo's report; the

@@ -6,7 +6,12 @@ import pytest
 
 from flows.common import quiet_prefect_env
 
-pytest_plugins = ["tests.support.leaks", "tests.support.pg"]
+pytest_plugins = [
+    "tests.support.leaks",
+    "tests.support.pg",
+    "tests.support.mqtt",
+    "tests.support.ingester",
+]
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from mqtt_helpers import connect_reason, start_broker
+from tests.support.mqtt import connect_reason, start_broker
 
 
 def vitals(env: dict[str, str], *args: str) -> dict:

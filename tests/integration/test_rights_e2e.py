@@ -16,18 +16,19 @@ import orjson
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from mqtt_helpers import Collector, publish_qos1, start_broker
-from test_mqtt import IngesterProcess, wait_until
 from test_rights import dump
 
 from core.outputs import MANIFEST, pseudonym
 from flows import rights
 from flows.export import export_salt, run_export
 from flows.groups import derive_groups
-from ingest.broker_accounts import create_provider_client
+from ingest.broker.accounts import create_provider_client
 from store import registry
 from tests.integration.test_http_helpers import running_app
 from tests.support import seed
+from tests.support.ingester import IngesterProcess
+from tests.support.mqtt import Collector, publish_qos1, start_broker
+from tests.support.net import wait_for as wait_until
 
 HTTP_REF = "erase-me-http-7q2w"
 MQTT_REF = "erase-me-mqtt-9z4x"

@@ -2,7 +2,7 @@
 
 A socket closed with unread data in its receive buffer is reset (RST), and
 the peer may then lose what we wrote last: with Mosquitto, our final PUBACKs
-and the DISCONNECT (tests/integration/test_mqtt.py, the SIGTERM test). The
+and the DISCONNECT (tests/mqtt/test_ingester.py, the SIGTERM test). The
 ingester half-closes and reads until the broker closes instead.
 """
 
@@ -14,7 +14,7 @@ import threading
 
 import pytest
 
-from ingest.mqtt import _drain_and_close
+from ingest.mqtt.client import drain_and_close
 
 pytestmark = pytest.mark.skipif(sys.platform != "linux", reason="Linux TCP close semantics")
 
@@ -53,7 +53,7 @@ def test_drain_and_close_lets_the_peer_read_everything_and_then_close() -> None:
         broker.sendall(b"p" * 200_000)
         client.sendall(b"PUBACKs+DISCONNECT")
         client.setblocking(False)  # as paho's socket
-        closing = threading.Thread(target=_drain_and_close, args=(client, 5.0))
+        closing = threading.Thread(target=drain_and_close, args=(client, 5.0))
         closing.start()
         got, error = _read_until_closed(broker)  # ends at the client's FIN
         broker.sendall(b"p" * 1000)  # still sending until it closes its side
@@ -68,4 +68,4 @@ def test_drain_and_close_gives_up_after_its_timeout() -> None:
     client, broker = _pair()
     with client, broker:
         client.setblocking(False)
-        _drain_and_close(client, 0.2)  # the broker never closes: returns anyway
+        drain_and_close(client, 0.2)  # the broker never closes: returns anyway

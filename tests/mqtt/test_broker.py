@@ -6,49 +6,29 @@ import json
 import stat
 import threading
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from mqtt_helpers import (
-    Broker,
-    Collector,
-    connect_reason,
-    make_client,
-    publish_qos1,
-    start_broker,
-)
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest.broker import (
-    BrokerConfigExists,
-    BrokerError,
-    broker_init,
-    ingester_client_id,
-    parse_mqtt_url,
-)
-from ingest.broker_accounts import (
+from ingest.broker.accounts import (
     create_provider_client,
     delete_provider_client,
     disable_provider_client,
     dynsec_commands,
     enable_provider_client,
 )
+from ingest.broker.config import (
+    BrokerConfigExists,
+    BrokerError,
+    broker_init,
+    ingester_client_id,
+    parse_mqtt_url,
+)
+from tests.support.mqtt import Broker, Collector, connect_reason, make_client, publish_qos1
 
 SHARED_READINGS = "$share/vitals/vitals/v1/+/readings"
-
-
-@pytest.fixture(scope="module")
-def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
-    with start_broker(tmp_path_factory.mktemp("broker")) as running:
-        yield running
-
-
-@pytest.fixture
-def own_broker(tmp_path: Path) -> Iterator[Broker]:
-    with start_broker(tmp_path / "broker") as running:
-        yield running
 
 
 def new_provider(broker: Broker) -> tuple[str, str, dict[str, str]]:
@@ -61,13 +41,13 @@ def new_provider(broker: Broker) -> tuple[str, str, dict[str, str]]:
 # ----------------------------------------------------------------- broker_init
 
 
-def test_init_writes_config_and_broker_accepts_both_accounts(broker: Broker) -> None:
-    conf = broker.config.read_text()
-    directory = broker.directory.absolute()
+def test_init_writes_config_and_broker_accepts_both_accounts(module_broker: Broker) -> None:
+    conf = module_broker.config.read_text()
+    directory = module_broker.directory.absolute()
     for line in (
         "per_listener_settings false",
         "allow_anonymous false",
-        f"listener {broker.port} 127.0.0.1",
+        f"listener {module_broker.port} 127.0.0.1",
         f"plugin_opt_config_file {directory / 'dynamic-security.json'}",
         "persistence true",
         f"persistence_location {directory / 'data'}/",
@@ -82,25 +62,26 @@ def test_init_writes_config_and_broker_accepts_both_accounts(broker: Broker) -> 
         line.startswith("plugin ") and line.endswith("mosquitto_dynamic_security.so")
         for line in conf.splitlines()
     )
-    dynsec = broker.directory / "dynamic-security.json"
+    dynsec = module_broker.directory / "dynamic-security.json"
     assert stat.S_IMODE(dynsec.stat().st_mode) == 0o600
     stored = dynsec.read_text()
-    for url in (broker.admin_url, broker.ingester_url):
+    for url in (module_broker.admin_url, module_broker.ingester_url):
         assert str(parse_mqtt_url(url)[3]) not in stored  # only PBKDF2 hashes are kept
     assert {c["username"] for c in json.loads(stored)["clients"]} == {"admin", "vitals-ingester"}
 
-    assert not connect_reason(broker.ingester_url).is_failure
-    clients = dynsec_commands(broker.admin_url, [{"command": "listClients"}])[0]["data"]
+    assert not connect_reason(module_broker.ingester_url).is_failure
+    clients = dynsec_commands(module_broker.admin_url, [{"command": "listClients"}])[0]["data"]
     assert {"admin", "vitals-ingester"} <= set(clients["clients"])
 
 
-def test_init_refuses_to_overwrite_a_directory_in_use(broker: Broker) -> None:
-    before = broker.config.read_bytes(), (broker.directory / "dynamic-security.json").read_bytes()
+def test_init_refuses_to_overwrite_a_directory_in_use(module_broker: Broker) -> None:
+    dynsec = module_broker.directory / "dynamic-security.json"
+    before = module_broker.config.read_bytes(), dynsec.read_bytes()
     with pytest.raises(BrokerConfigExists, match="refusing to overwrite"):
-        broker_init(broker.directory, port=broker.port)
-    after = broker.config.read_bytes(), (broker.directory / "dynamic-security.json").read_bytes()
+        broker_init(module_broker.directory, port=module_broker.port)
+    after = module_broker.config.read_bytes(), dynsec.read_bytes()
     assert before == after
-    assert not connect_reason(broker.ingester_url).is_failure
+    assert not connect_reason(module_broker.ingester_url).is_failure
 
 
 def test_init_urls_round_trip_through_parse_mqtt_url(tmp_path: Path) -> None:
@@ -119,23 +100,23 @@ def test_init_urls_round_trip_through_parse_mqtt_url(tmp_path: Path) -> None:
 # ------------------------------------------------------------- authentication
 
 
-def test_anonymous_connection_is_refused(broker: Broker) -> None:
-    rc = connect_reason(f"mqtt://127.0.0.1:{broker.port}")
+def test_anonymous_connection_is_refused(module_broker: Broker) -> None:
+    rc = connect_reason(f"mqtt://127.0.0.1:{module_broker.port}")
     assert rc.is_failure, rc
 
 
-def test_wrong_password_is_refused(broker: Broker) -> None:
-    assert connect_reason(broker.url("vitals-ingester", "not-the-password")).is_failure
-    assert connect_reason(broker.url("admin", "not-the-password")).is_failure
+def test_wrong_password_is_refused(module_broker: Broker) -> None:
+    assert connect_reason(module_broker.url("vitals-ingester", "not-the-password")).is_failure
+    assert connect_reason(module_broker.url("admin", "not-the-password")).is_failure
 
 
 # ------------------------------------------------------------- authorisation
 
 
-def test_ingester_shared_subscription_receives_a_providers_reading(broker: Broker) -> None:
-    _, url, creds = new_provider(broker)
+def test_ingester_shared_subscription_receives_a_providers_reading(module_broker: Broker) -> None:
+    _, url, creds = new_provider(module_broker)
     assert creds["username"].startswith("provider-")
-    with Collector(broker.ingester_url, SHARED_READINGS) as inbox:
+    with Collector(module_broker.ingester_url, SHARED_READINGS) as inbox:
         assert not inbox.granted[0].is_failure
         acks = publish_qos1(url, creds["topic"], [b'{"header": {"id": "r1"}}'])
         assert not acks[0].is_failure
@@ -144,10 +125,10 @@ def test_ingester_shared_subscription_receives_a_providers_reading(broker: Broke
     assert msg.payload == b'{"header": {"id": "r1"}}'
 
 
-def test_provider_cannot_publish_to_another_providers_topic(broker: Broker) -> None:
-    _, url_a, creds_a = new_provider(broker)
-    _, _, creds_b = new_provider(broker)
-    with Collector(broker.ingester_url, SHARED_READINGS) as inbox:
+def test_provider_cannot_publish_to_another_providers_topic(module_broker: Broker) -> None:
+    _, url_a, creds_a = new_provider(module_broker)
+    _, _, creds_b = new_provider(module_broker)
+    with Collector(module_broker.ingester_url, SHARED_READINGS) as inbox:
         [refused] = publish_qos1(url_a, creds_b["topic"], [b"forged"])
         [accepted] = publish_qos1(url_a, creds_a["topic"], [b"own"])
         assert refused.is_failure and not accepted.is_failure
@@ -156,31 +137,30 @@ def test_provider_cannot_publish_to_another_providers_topic(broker: Broker) -> N
     assert [(m.topic, m.payload) for m in messages] == [(creds_a["topic"], b"own")]
 
 
-def test_provider_reads_only_its_own_rejections(broker: Broker) -> None:
-    id_a, url_a, _ = new_provider(broker)
-    id_b, _, _ = new_provider(broker)
+def test_provider_reads_only_its_own_rejections(module_broker: Broker) -> None:
+    id_a, url_a, _ = new_provider(module_broker)
+    id_b, _, _ = new_provider(module_broker)
     own, other = f"vitals/v1/{id_a}/rejections", f"vitals/v1/{id_b}/rejections"
     with Collector(url_a, own, other, f"vitals/v1/{id_a}/readings", "#") as inbox:
         own_rc, other_rc, readings_rc, all_rc = inbox.granted
         assert not own_rc.is_failure
         assert other_rc.is_failure and readings_rc.is_failure and all_rc.is_failure
         rejection = b'{"id": "r1", "reason": "no_consent", "detail": ""}'
-        assert not publish_qos1(broker.ingester_url, own, [rejection])[0].is_failure
-        assert not publish_qos1(broker.ingester_url, other, [b"not for A"])[0].is_failure
+        assert not publish_qos1(module_broker.ingester_url, own, [rejection])[0].is_failure
+        assert not publish_qos1(module_broker.ingester_url, other, [b"not for A"])[0].is_failure
         inbox.wait_for(1)
         messages = inbox.quiet(0.5)
     assert [(m.topic, m.payload) for m in messages] == [(own, rejection)]
 
 
-def test_admin_and_ingester_are_confined_to_their_topics(broker: Broker) -> None:
-    with Collector(broker.admin_url, "#", "vitals/v1/+/readings") as admin:
+def test_admin_and_ingester_are_confined_to_their_topics(module_broker: Broker) -> None:
+    with Collector(module_broker.admin_url, "#", "vitals/v1/+/readings") as admin:
         assert all(rc.is_failure for rc in admin.granted)
-    [forged] = publish_qos1(broker.ingester_url, "vitals/v1/x/readings", [b"{}"])
+    [forged] = publish_qos1(module_broker.ingester_url, "vitals/v1/x/readings", [b"{}"])
     assert forged.is_failure
 
 
-def test_a_provider_cannot_log_in_under_the_ingesters_session(own_broker: Broker) -> None:
-    broker = own_broker  # persistent shared-subscription sessions stay in the group
+def test_a_provider_cannot_log_in_under_the_ingesters_session(broker: Broker) -> None:
     _, url, creds = new_provider(broker)
     session = {"client_id": f"ingester-{uuid.uuid4().hex}", "session_expiry": 3600}
     Collector(broker.ingester_url, SHARED_READINGS, clean_start=False, **session).start().stop()
@@ -193,9 +173,9 @@ def test_a_provider_cannot_log_in_under_the_ingesters_session(own_broker: Broker
     assert ingester_client_id(broker.ingester_url) == ingester_client_id(broker.ingester_url)
 
 
-def test_a_provider_cannot_take_over_another_providers_client_id(broker: Broker) -> None:
-    id_a, url_a, creds_a = new_provider(broker)
-    _, url_b, creds_b = new_provider(broker)
+def test_a_provider_cannot_take_over_another_providers_client_id(module_broker: Broker) -> None:
+    id_a, url_a, creds_a = new_provider(module_broker)
+    _, url_b, creds_b = new_provider(module_broker)
     a_client_id = f"provider-{id_a}"  # what A's device connects with
     rejections = f"vitals/v1/{id_a}/rejections"
     with Collector(url_a, rejections, client_id=a_client_id) as device_a:
@@ -203,7 +183,7 @@ def test_a_provider_cannot_take_over_another_providers_client_id(broker: Broker)
         assert refused.is_failure, refused
         assert not device_a.disconnected.wait(1.0), "B's login with A's client id dropped A"
         # A's connection still works.
-        publish_qos1(broker.ingester_url, rejections, [b'{"id": "r", "reason": "x"}'])
+        publish_qos1(module_broker.ingester_url, rejections, [b'{"id": "r", "reason": "x"}'])
         device_a.wait_for(1)
     # Each account logs in only with its own client id (an empty one too is refused).
     assert connect_reason(url_b, "some-other-id").is_failure
@@ -214,40 +194,40 @@ def test_a_provider_cannot_take_over_another_providers_client_id(broker: Broker)
 # ------------------------------------------------------------ provider lifecycle
 
 
-def test_disabled_provider_cannot_connect_until_enabled(broker: Broker) -> None:
-    provider_id, url, creds = new_provider(broker)
+def test_disabled_provider_cannot_connect_until_enabled(module_broker: Broker) -> None:
+    provider_id, url, creds = new_provider(module_broker)
     assert not connect_reason(url).is_failure
-    disable_provider_client(broker.admin_url, provider_id)
+    disable_provider_client(module_broker.admin_url, provider_id)
     assert connect_reason(url).is_failure
     with pytest.raises(ConnectionRefusedError):
         publish_qos1(url, creds["topic"], [b"{}"])
-    enable_provider_client(broker.admin_url, provider_id)
+    enable_provider_client(module_broker.admin_url, provider_id)
     assert not connect_reason(url).is_failure
-    delete_provider_client(broker.admin_url, provider_id)
+    delete_provider_client(module_broker.admin_url, provider_id)
     assert connect_reason(url).is_failure
-    roles = dynsec_commands(broker.admin_url, [{"command": "listRoles"}])[0]["data"]["roles"]
+    roles = dynsec_commands(module_broker.admin_url, [{"command": "listRoles"}])[0]["data"]["roles"]
     assert creds["username"] not in roles
 
 
-def test_disabling_drops_a_live_provider_connection(broker: Broker) -> None:
-    provider_id, url, _ = new_provider(broker)
+def test_disabling_drops_a_live_provider_connection(module_broker: Broker) -> None:
+    provider_id, url, _ = new_provider(module_broker)
     with Collector(url, f"vitals/v1/{provider_id}/rejections") as live:
-        disable_provider_client(broker.admin_url, provider_id)
+        disable_provider_client(module_broker.admin_url, provider_id)
         assert live.disconnected.wait(5.0), "the broker kept the disabled client connected"
 
 
-def test_provider_management_errors_are_clear(broker: Broker) -> None:
-    provider_id, _, _ = new_provider(broker)
+def test_provider_management_errors_are_clear(module_broker: Broker) -> None:
+    provider_id, _, _ = new_provider(module_broker)
     with pytest.raises(BrokerError, match="already exists"):
-        create_provider_client(broker.admin_url, provider_id)
+        create_provider_client(module_broker.admin_url, provider_id)
     with pytest.raises(BrokerError, match="not found"):
-        disable_provider_client(broker.admin_url, "never-created")
+        disable_provider_client(module_broker.admin_url, "never-created")
     with pytest.raises(ValueError, match="invalid provider id"):
-        create_provider_client(broker.admin_url, "a/#")
+        create_provider_client(module_broker.admin_url, "a/#")
     with pytest.raises(BrokerError, match="refused the admin login"):
-        create_provider_client(broker.url("admin", "wrong"), "p-wrong")
+        create_provider_client(module_broker.url("admin", "wrong"), "p-wrong")
     with pytest.raises(BrokerError, match="may not use dynamic security"):
-        create_provider_client(broker.ingester_url, "p-not-admin", timeout=1.0)
+        create_provider_client(module_broker.ingester_url, "p-not-admin", timeout=1.0)
     with pytest.raises(BrokerError, match="cannot reach"):
         create_provider_client("mqtt://admin:x@127.0.0.1:1", "p-unreachable")
 
@@ -286,10 +266,10 @@ def publish_raw(
     return state["puback"], state["disconnect"]
 
 
-def test_messages_larger_than_256_kib_are_refused_by_the_broker(broker: Broker) -> None:
-    _, url, creds = new_provider(broker)
+def test_messages_larger_than_256_kib_are_refused_by_the_broker(module_broker: Broker) -> None:
+    _, url, creds = new_provider(module_broker)
     big, fits = b"x" * (256 * 1024 + 1), b"y" * (200 * 1024)
-    with Collector(broker.ingester_url, SHARED_READINGS) as inbox:
+    with Collector(module_broker.ingester_url, SHARED_READINGS) as inbox:
         puback, disconnect = publish_raw(url, creds["topic"], big)
         assert puback is None or puback.is_failure, puback
         assert disconnect is not None and disconnect.is_failure, disconnect
@@ -299,8 +279,7 @@ def test_messages_larger_than_256_kib_are_refused_by_the_broker(broker: Broker) 
     assert [len(m.payload) for m in received] == [len(fits)]
 
 
-def test_a_retained_publish_is_refused_and_kept_nowhere(own_broker: Broker) -> None:
-    broker = own_broker
+def test_a_retained_publish_is_refused_and_kept_nowhere(broker: Broker) -> None:
     _, url, creds = new_provider(broker)
     secret = f"retained-health-data-{uuid.uuid4().hex}".encode()
     puback, disconnect = publish_raw(url, creds["topic"], secret, retain=True)
@@ -316,9 +295,8 @@ def test_a_retained_publish_is_refused_and_kept_nowhere(own_broker: Broker) -> N
 
 
 def test_reapplying_the_config_clears_retained_messages_and_keeps_the_rest(
-    own_broker: Broker,
+    broker: Broker,
 ) -> None:
-    broker = own_broker
     # A broker set up by an older version: retained messages allowed.
     config = broker.config.read_text()
     broker.stop()
@@ -370,9 +348,8 @@ def test_reapplying_the_config_clears_retained_messages_and_keeps_the_rest(
 
 
 def test_reading_published_while_ingester_offline_is_delivered_on_reconnect(
-    own_broker: Broker,
+    broker: Broker,
 ) -> None:
-    broker = own_broker
     _, url, creds = new_provider(broker)
     session = {
         "client_id": f"ingester-{uuid.uuid4().hex}",
@@ -388,21 +365,21 @@ def test_reading_published_while_ingester_offline_is_delivered_on_reconnect(
 
 
 @pytest.mark.slow
-def test_5000_queued_readings_survive_a_broker_restart(own_broker: Broker) -> None:
-    _, url, creds = new_provider(own_broker)
+def test_5000_queued_readings_survive_a_broker_restart(broker: Broker) -> None:
+    _, url, creds = new_provider(broker)
     session = {
-        "client_id": ingester_client_id(own_broker.ingester_url),
+        "client_id": ingester_client_id(broker.ingester_url),
         "clean_start": False,
         "session_expiry": 3600,
     }
-    Collector(own_broker.ingester_url, SHARED_READINGS, **session).start().stop()
+    Collector(broker.ingester_url, SHARED_READINGS, **session).start().stop()
     payloads = [f'{{"header": {{"id": "r{i}"}}}}'.encode() for i in range(5000)]
     acks = publish_qos1(url, creds["topic"], payloads, timeout=60)
     assert not any(rc.is_failure for rc in acks)
 
-    own_broker.restart()  # SIGTERM: the broker saves its store, then starts from it
+    broker.restart()  # SIGTERM: the broker saves its store, then starts from it
 
-    with Collector(own_broker.ingester_url, **session) as inbox:
+    with Collector(broker.ingester_url, **session) as inbox:
         assert inbox.session_present
         inbox.wait_for(5000, timeout=60)
         received = inbox.quiet(0.5)

@@ -1,12 +1,17 @@
-"""A private Mosquitto broker and small paho helpers for integration tests.
+"""A private Mosquitto broker and small paho helpers, and their fixtures (a
+pytest plugin, registered in tests/conftest.py).
 
-Free of pytest so fixtures, benchmarks and the demo can all use it:
+The helpers need no pytest, so benchmarks and the demo can use them too:
 
     broker = start_broker(tmp_path)          # raises MosquittoUnavailable if not installed
     with Collector(broker.ingester_url, "$share/vitals/vitals/v1/+/readings") as inbox:
         publish_qos1(provider_url, topic, [b"..."])
         inbox.wait_for(1)
     broker.stop()
+
+Fixtures: `broker` (a fresh broker for one test: persistent sessions of an
+earlier test cannot take a share of its messages) and `module_broker` (one
+broker for the tests of a module that need no fresh one).
 """
 
 from __future__ import annotations
@@ -18,19 +23,21 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import paho.mqtt.client as mqtt
+import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest.broker import broker_init, parse_mqtt_url
+from ingest.broker.config import broker_init, parse_mqtt_url
+from tests.support.net import free_port
 
 
 class MosquittoUnavailable(RuntimeError):
@@ -46,13 +53,6 @@ def mosquitto_binary() -> str:
         "these tests need a real Mosquitto 2.x broker, and no `mosquitto` executable "
         "was found on PATH or in /usr/sbin (install the `mosquitto` package)"
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((host, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def url_for(username: str, password: str, port: int, host: str = "127.0.0.1") -> str:
@@ -384,3 +384,21 @@ def publish_qos1(
     finally:
         client.disconnect()
         client.loop_stop()
+
+
+# ----------------------------------------------------------------- fixtures
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    """A broker of its own for one test: persistent shared-subscription sessions
+    of earlier tests would otherwise keep receiving their share of the messages."""
+    with start_broker(tmp_path / "broker") as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def module_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One broker for every test of a module that needs no fresh one."""
+    with start_broker(tmp_path_factory.mktemp("broker")) as running:
+        yield running

@@ -14,11 +14,12 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from mqtt_helpers import Broker, connect_reason, free_port, mosquitto_binary
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from ingest.broker import parse_mqtt_url
+from ingest.broker.config import parse_mqtt_url
 from tests.integration.serve_helpers import self_signed
+from tests.support.mqtt import Broker, connect_reason, mosquitto_binary
+from tests.support.net import free_port
 
 
 def _tls_connect(url: str, port: int, ca: Path | None) -> str:

@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from ingest.broker import (
+from ingest.broker.config import (
     CONTROL_TOPIC,
     DEFAULT_TIMEOUT,
     PROVIDER_PREFIX,

@@ -9,14 +9,14 @@ from collections.abc import Callable
 import paho.mqtt.client as mqtt
 import psycopg
 import pytest
-import test_mqtt
-from mqtt_helpers import Broker
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from psycopg import sql
-from test_mqtt import (
+
+from ingest.broker.config import parse_mqtt_url
+from tests.support.ingester import (
     IngesterProcess,
     Publisher,
     messages,
@@ -25,14 +25,9 @@ from test_mqtt import (
     stored,
     wait_stored,
 )
-
-from ingest.broker import parse_mqtt_url
+from tests.support.mqtt import Broker
 
 pytestmark = pytest.mark.slow
-
-# The same per-test broker and `vitals mqtt` process factory as test_mqtt.py.
-broker = test_mqtt.broker
-ingesters = test_mqtt.ingesters
 
 N = 20_000
 

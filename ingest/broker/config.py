@@ -3,7 +3,7 @@
 `broker_init` writes a Mosquitto 2.x configuration that uses the
 dynamic-security plugin, with two accounts: an admin (may only use the
 dynamic-security control topic) and the ingester. Provider accounts are
-managed at run time by `ingest.broker_accounts`.
+managed at run time by `ingest.broker.accounts`.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit
 
-from ingest.broker_store import StoreFormatError, clear_retained
+from ingest.broker.store import StoreFormatError, clear_retained
 
 ADMIN_USERNAME = "admin"
 INGESTER_USERNAME = "vitals-ingester"
@@ -258,7 +258,7 @@ def _write_file(path: Path, text: str, mode: int) -> None:
 
 def _bind_provider_client_ids(document: dict[str, Any]) -> int:
     """Bind every provider account that has no client id to its username (see
-    ingest.broker_accounts); returns how many were bound."""
+    ingest.broker.accounts); returns how many were bound."""
     bound = 0
     for client in document.get("clients", []):
         username = client.get("username", "")
