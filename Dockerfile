@@ -20,6 +20,7 @@ COPY flows flows
 COPY schemas schemas
 COPY demo demo
 COPY sql sql
+COPY bootstrap bootstrap
 # Non-editable install: the packages (sql/ and flows/*.json included as
 # package data) are copied into /opt/venv; nothing reads the source tree.
 RUN uv sync --frozen --no-editable

@@ -25,6 +25,7 @@ from core.errors import StorageError, StorageUnavailable
 # What callers above the store name a connection in their signatures, so they
 # need not import the driver.
 Connection = psycopg.Connection
+Pool = psycopg_pool.ConnectionPool
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
 

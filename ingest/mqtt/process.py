@@ -14,10 +14,11 @@ import threading
 
 from prometheus_client import start_http_server
 
+from bootstrap import build_services
 from core.errors import SettingsError
 from core.settings import Settings
 from ingest.broker.config import parse_mqtt_url
-from ingest.gate import BatchWriter, Gate
+from ingest.gate import Gate
 from ingest.mqtt.ingester import (
     MAX_INFLIGHT_BYTES,
     RECEIVE_MAXIMUM,
@@ -25,8 +26,6 @@ from ingest.mqtt.ingester import (
     Ingester,
 )
 from ingest.mqtt.instance import InstanceSlotsFull, claim_instance
-from store.db import make_pool
-from store.writer import Writer
 
 log = logging.getLogger("vitals.mqtt")
 
@@ -35,15 +34,9 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 MAX_ITEMS = 5000  # data points per message, as for one HTTP request
 
 
-def mqtt_gate(writer: BatchWriter) -> Gate:
-    """The gate as MQTT uses it: Open mHealth, at most 256 KiB and 5,000 data
-    points per message."""
-    return Gate(writer, TRANSPORT, max_items=MAX_ITEMS, max_bytes=MAX_PAYLOAD_BYTES)
-
-
 def run(
     mqtt_url: str,
-    writer: BatchWriter,
+    gate: Gate,
     stop: threading.Event,
     *,
     instance: str = "0",
@@ -54,7 +47,7 @@ def run(
     """Run until `stop` is set (SIGTERM/SIGINT), then drain. Exit code for the CLI."""
     ingester = Ingester(
         mqtt_url,
-        mqtt_gate(writer),
+        gate,
         instance=instance,
         receive_maximum=receive_maximum,
         max_inflight_bytes=max_inflight_bytes,
@@ -112,13 +105,18 @@ def serve(
                 raise SettingsError(str(e)) from None
             stack.enter_context(lock)
         log.info("instance", extra={"event": "instance", "instance": instance})
-        pool = make_pool(
-            settings.require_database_url(),
-            min_size=1,
-            max_size=2,
-            timeout=5.0,
+        # The gate as MQTT uses it: Open mHealth, at most 256 KiB and 5,000
+        # data points per message, written in the pipeline's thread.
+        services = build_services(
+            settings,
+            TRANSPORT,
+            pool_min=1,
+            pool_max=2,
+            pool_timeout=5.0,
+            max_items=MAX_ITEMS,
+            max_bytes=MAX_PAYLOAD_BYTES,
         )
-        stack.callback(pool.close)
+        stack.callback(services.close)
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda _n, _f: stop.set())
@@ -126,7 +124,7 @@ def serve(
             start_http_server(metrics_port)
         return run(
             mqtt_url,
-            Writer(pool),
+            services.gate,
             stop,
             instance=instance,
             receive_maximum=receive_maximum,
