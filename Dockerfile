@@ -21,6 +21,7 @@ COPY schemas schemas
 COPY demo demo
 COPY sql sql
 COPY bootstrap bootstrap
+COPY cli cli
 # Non-editable install: the packages (sql/ and flows/*.json included as
 # package data) are copied into /opt/venv; nothing reads the source tree.
 RUN uv sync --frozen --no-editable

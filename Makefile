@@ -55,7 +55,7 @@ lock-check: venv
 
 lint: venv lock-check
 	$(BIN)/ruff check .
-	$(BIN)/ruff format --check core store ingest flows schemas demo tests tools bench
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -59,7 +59,7 @@ class Server:
         env.update({"VITALS_DATABASE_URL": url, "VITALS_SECRET_KEY": SECRET_KEY})
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "cli", "serve", "--port", str(self.port)],
             env=env,
             stdout=self.log,
             stderr=self.log,

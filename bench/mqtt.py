@@ -136,7 +136,7 @@ class Ingester:
         self.log = log_dir / "ingester.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ingest.cli", "mqtt", "--instance", "bench"]
+                [sys.executable, "-m", "cli", "mqtt", "--instance", "bench"]
                 + ["--metrics-port", str(self.port)],
                 env=env,
                 cwd=ROOT,

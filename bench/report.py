@@ -95,9 +95,9 @@ def role(proc: psutil.Process) -> str:
     except psutil.Error:
         return "?"
     for marker, name in (
-        ("ingest.cli serve", "vitals serve (API)"),
+        ("cli serve", "vitals serve (API)"),
         (" serve ", "vitals serve (API)"),
-        ("ingest.cli mqtt", "vitals mqtt (ingester)"),
+        ("cli mqtt", "vitals mqtt (ingester)"),
         (" mqtt ", "vitals mqtt (ingester)"),
         ("mosquitto", "mosquitto"),
         ("bench.", "benchmark driver"),

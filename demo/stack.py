@@ -22,7 +22,7 @@ from store import demo as demo_store
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
 DEMO_DATABASE = "vitals_demo"
 # The CLI as a child process (run, not imported: nothing imports the CLI).
-VITALS = [sys.executable, "-m", "ingest.cli"]
+VITALS = [sys.executable, "-m", "cli"]
 
 
 def say(message: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import demo.extra
-from ingest.cli import main
+from cli import main
 
 
 def test_missing_extra_is_a_clear_error(

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
+from cli import main
 from core.settings import Settings
 from flows.export import export_flow
 from flows.groups import groups_flow
 from flows.retention import retention_flow
 from flows.serve import deployments
-from ingest.cli import main
 from tests.flows.helpers import Registry, Subject
 from tests.support.pg import TEST_SECRET_KEY
 

@@ -81,7 +81,7 @@ def test_erasure_is_complete_only_when_every_export_is_purged(
     hidden = lost.with_name(lost.name + ".away")
     lost.rename(hidden)
     r = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "export", "purge"],
+        [sys.executable, "-m", "cli", "export", "purge"],
         env=cli_env,
         capture_output=True,
         text=True,

@@ -62,7 +62,7 @@ def self_signed(directory: Path, name: str = "localhost") -> tuple[Path, Path]:
 
 
 class ServeProcess:
-    """`python -m ingest.cli serve` on a free port; SIGTERM and wait on exit.
+    """`python -m cli serve` on a free port; SIGTERM and wait on exit.
 
     stderr goes to a file (`stderr_text()`), so a test can read every log line.
     """
@@ -89,7 +89,7 @@ class ServeProcess:
     def __enter__(self) -> ServeProcess:
         with open(self.stderr_path, "wb") as err:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "ingest.cli", "serve", "--port", str(self.port), *self.args],
+                [sys.executable, "-m", "cli", "serve", "--port", str(self.port), *self.args],
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=err,

@@ -162,7 +162,7 @@ def test_db_app_role_lets_vitals_app_log_in(db_url: str, cli_env: dict[str, str]
         with pytest.raises(psycopg.OperationalError, match="not permitted to log in"):
             psycopg.connect(login).close()
         done = subprocess.run(
-            [sys.executable, "-m", "ingest.cli", "db", "app-role"],
+            [sys.executable, "-m", "cli", "db", "app-role"],
             env={**cli_env, "VITALS_APP_DATABASE_PASSWORD": password},
             capture_output=True,
             timeout=60,
@@ -177,7 +177,7 @@ def test_db_app_role_lets_vitals_app_log_in(db_url: str, cli_env: dict[str, str]
         with psycopg.connect(login) as c:
             assert c.execute("SELECT current_user").fetchone() == (APP_ROLE,)
         short = subprocess.run(
-            [sys.executable, "-m", "ingest.cli", "db", "app-role"],
+            [sys.executable, "-m", "cli", "db", "app-role"],
             env={**cli_env, "VITALS_APP_DATABASE_PASSWORD": "short"},
             capture_output=True,
             timeout=60,

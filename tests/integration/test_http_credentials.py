@@ -23,7 +23,7 @@ def api(db_url: str) -> Iterator[Api]:
 
 def vitals(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env,
         capture_output=True,
         stdin=subprocess.DEVNULL,

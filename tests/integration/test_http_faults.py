@@ -111,7 +111,7 @@ def test_the_app_refuses_a_placeholder_or_short_key(db_url: str, key: str) -> No
 def test_vitals_serve_refuses_a_placeholder_key_before_listening(db_url: str) -> None:
     port = free_port()
     proc = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "serve", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--port", str(port)],
         env=_serve_env(db_url, "replace-with-a-long-random-key"),
         capture_output=True,
         text=True,
@@ -127,7 +127,7 @@ def test_vitals_serve_answers_and_drains_on_sigterm(
     world = make_world(conn, master_key)
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
+        [sys.executable, "-m", "cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         env=_serve_env(db_url, master_key.decode()),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

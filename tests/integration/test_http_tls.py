@@ -77,7 +77,7 @@ def test_serve_refuses_half_a_tls_configuration(cli_env: dict[str, str], tmp_pat
         ["--ssl-certfile", str(cert), "--ssl-keyfile", str(tmp_path / "missing.key")],
     ):
         done = subprocess.run(
-            [sys.executable, "-m", "ingest.cli", "serve", "--port", "0", *args],
+            [sys.executable, "-m", "cli", "serve", "--port", "0", *args],
             env=cli_env,
             capture_output=True,
             timeout=60,

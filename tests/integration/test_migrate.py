@@ -20,7 +20,7 @@ WHERE table_schema = 'public' ORDER BY 1, 2
 
 def vitals(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -13,7 +13,7 @@ from tests.support.mqtt import connect_reason, start_broker
 
 def vitals(env: dict[str, str], *args: str) -> dict:
     r = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env,
         capture_output=True,
         text=True,

@@ -207,7 +207,7 @@ def _extract_cli(cli_env: dict, person: dict, out) -> subprocess.CompletedProces
         [
             sys.executable,
             "-m",
-            "ingest.cli",
+            "cli",
             "subject",
             "export",
             person["subject"],

@@ -47,7 +47,7 @@ def export_pseudonyms(root: Path, kind: str | None = None) -> list[str]:
 
 def vitals(env: dict[str, str], *args: str) -> dict[str, Any]:
     r = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env,
         capture_output=True,
         text=True,

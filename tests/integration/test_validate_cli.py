@@ -15,7 +15,7 @@ from tests.unit.test_corpus import FILES, _data_point
 def validate(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
     return subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "validate", *args],
+        [sys.executable, "-m", "cli", "validate", *args],
         env=env,
         input=stdin,
         capture_output=True,

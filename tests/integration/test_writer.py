@@ -397,7 +397,7 @@ def test_location_withdrawal_removes_uncovered_coordinates_cli(
 
     _, _, wide, window = located_world(conn, master_key, writer)
     r = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "consent", "withdraw", wide],
+        [sys.executable, "-m", "cli", "consent", "withdraw", wide],
         env=cli_env,
         capture_output=True,
         text=True,

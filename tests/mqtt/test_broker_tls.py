@@ -66,7 +66,7 @@ def tls_broker(tmp_path: Path) -> Any:
     port, tls_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
     done = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "broker", "init", str(directory)]
+        [sys.executable, "-m", "cli", "broker", "init", str(directory)]
         + ["--port", str(port), "--tls-cert", str(cert), "--tls-key", str(key)]
         + ["--tls-port", str(tls_port)],
         env=env,
@@ -105,7 +105,7 @@ def test_half_a_tls_configuration_is_refused(tmp_path: Path) -> None:
     cert, _key = self_signed(tmp_path)
     env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
     done = subprocess.run(
-        [sys.executable, "-m", "ingest.cli", "broker", "init", str(tmp_path / "b")]
+        [sys.executable, "-m", "cli", "broker", "init", str(tmp_path / "b")]
         + ["--tls-cert", str(cert)],
         env=env,
         capture_output=True,

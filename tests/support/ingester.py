@@ -132,7 +132,7 @@ class IngesterProcess:
     def start(self, timeout: float = 20.0) -> IngesterProcess:
         self.runs += 1
         self.metrics_port = free_port()
-        command = [sys.executable, "-m", "ingest.cli", "mqtt", "--instance", self.instance]
+        command = [sys.executable, "-m", "cli", "mqtt", "--instance", self.instance]
         command += ["--metrics-port", str(self.metrics_port), *self.args]
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(

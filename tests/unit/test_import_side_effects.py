@@ -18,7 +18,7 @@ MODULES = [
     "flows.purge",
     "flows.retention",
     "flows.serve",
-    "ingest.cli",
+    "cli",
 ]
 
 # Prefect configures its own logging when `prefect.main` is imported; that is
