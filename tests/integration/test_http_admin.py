@@ -287,7 +287,7 @@ def test_analyst_reads_export_manifests(api: Api, conn: psycopg.Connection, tmp_
 def test_location_withdrawal_over_the_api_removes_coordinates(
     api: Api, conn: psycopg.Connection, master_key: bytes, writer: Any
 ) -> None:
-    from tests.integration.test_writer import located, located_world
+    from tests.store.test_writer import located, located_world
 
     _, sid, wide, window = located_world(conn, master_key, writer)
     dpo = _token(api, "dpo")
