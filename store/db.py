@@ -22,8 +22,8 @@ import psycopg_pool
 
 from core.errors import StorageError, StorageUnavailable
 
-# What callers above the store name a connection in their signatures, so they
-# need not import the driver.
+# What callers above the store name a connection or the pool in their
+# signatures, so they need not import the driver.
 Connection = psycopg.Connection
 Pool = psycopg_pool.ConnectionPool
 
@@ -75,6 +75,16 @@ def translate_errors() -> Iterator[None]:
         raise StorageError(str(e).splitlines()[0] if str(e) else type(e).__name__) from e
 
 
+@contextlib.contextmanager
+def transaction(pool: Pool, timeout: float | None = None) -> Iterator[Connection]:
+    """One pooled connection for one transaction, owned here: committed when the
+    block succeeds, rolled back when it raises. Driver errors (the wait for a
+    connection included, `timeout` or the pool's) become StorageUnavailable /
+    StorageError."""
+    with translate_errors(), pool.connection(timeout=timeout) as conn:
+        yield conn
+
+
 def _configure(conn: psycopg.Connection) -> None:
     # Per-connection staging tables for the writer (emptied at every commit).
     with conn.cursor() as cur:
@@ -82,9 +92,7 @@ def _configure(conn: psycopg.Connection) -> None:
     conn.commit()
 
 
-def make_pool(
-    url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0
-) -> psycopg_pool.ConnectionPool:
+def make_pool(url: str, *, min_size: int = 1, max_size: int = 8, timeout: float = 10.0) -> Pool:
     """The one pool of a process. Opens lazily; connections heal after an outage."""
     pool = psycopg_pool.ConnectionPool(
         url,

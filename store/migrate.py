@@ -11,7 +11,7 @@ import psycopg
 from psycopg import sql
 
 from core.errors import MigrationError
-from store.db import sql_files, translate_errors
+from store.db import Pool, sql_files, translate_errors
 
 _LOCK_KEY = 0x76_69_74_61_6C_73  # "vitals": one migrator at a time
 
@@ -67,6 +67,14 @@ def applied(conn: psycopg.Connection) -> dict[int, str]:
 def pending(conn: psycopg.Connection) -> list[Migration]:
     done = applied(conn)
     return [m for m in available() if m.version not in done]
+
+
+def pending_names(pool: Pool, *, wait: float = 2.0) -> list[str]:
+    """File names of the migrations not yet applied, read on a pooled connection
+    (waiting at most `wait` seconds, or the pool's timeout if shorter, for one).
+    Owns its (read-only) transaction; driver errors become StorageError."""
+    with translate_errors(), pool.connection(timeout=min(wait, pool.timeout)) as conn:
+        return [m.path.name for m in pending(conn)]
 
 
 APP_ROLE = "vitals_app"

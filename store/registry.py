@@ -368,3 +368,18 @@ def token_role(conn: psycopg.Connection, token: str) -> tuple[str, str] | None:
     """(name, role) of an unrevoked, unexpired token; else None."""
     row = conn.execute(q("token_role"), {"token_hash": crypto.token_hash(token)}).fetchone()
     return (row[0], row[1]) if row else None
+
+
+def revoke_token(conn: psycopg.Connection, token_id: str, actor: str) -> dict[str, Any]:
+    """Revoke the token whose id is `token_id` (the hex of its hash, as listed by
+    `store.reads.tokens`); revoking it again keeps the first time. NotFound for
+    an unknown or malformed id."""
+    token_id = token_id.lower()
+    if len(token_id) != 64 or any(c not in "0123456789abcdef" for c in token_id):
+        raise NotFound("token", token_id)
+    with conn.cursor(row_factory=dict_row) as cur:
+        row = cur.execute(q("revoke_token"), {"token_id": token_id}).fetchone()
+    if row is None:
+        raise NotFound("token", token_id)
+    audit(conn, actor, "token.revoke", name=row["name"], role=row["role"])
+    return row
