@@ -17,6 +17,7 @@ COPY core core
 COPY store store
 COPY ingest ingest
 COPY flows flows
+COPY rights rights
 COPY schemas schemas
 COPY demo demo
 COPY sql sql

@@ -10,7 +10,7 @@ from core.settings import Settings
 
 
 def cmd_subject_export(args: argparse.Namespace, settings: Settings) -> int:
-    from flows.rights import write_extract
+    from rights.extract import write_extract
 
     with connect(settings) as conn:
         if args.out:
@@ -23,7 +23,7 @@ def cmd_subject_export(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_subject_erase(args: argparse.Namespace, settings: Settings) -> int:
-    from flows.rights import erase_subject
+    from rights.erasure import erase_subject
 
     master = settings.require_secret_key()
     emit(erase_subject(settings.require_database_url(), master, args.subject_id, actor="cli"))
@@ -31,7 +31,7 @@ def cmd_subject_erase(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_export_purge(args: argparse.Namespace, settings: Settings) -> int:
-    from flows.purge import purge_exports
+    from rights.purge import purge_exports
 
     master = settings.require_secret_key()
     result = purge_exports(settings.require_database_url(), master, actor="cli")

@@ -1,7 +1,6 @@
 """Data-subject rights over the admin API (role `dpo`): access extract,
 correction, erasure and the purge of past exports. The work is done by
-`flows.rights` / `flows.purge`, the same functions the CLI calls; every call
-is audited there."""
+`rights`, the same functions the CLI calls; every call is audited there."""
 
 from __future__ import annotations
 
@@ -15,9 +14,9 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
-from flows import purge, rights
 from ingest.api_admin import AsDpo, LinkIn, transaction
 from ingest.http import json_response, runtime
+from rights import correction, erasure, extract, purge
 
 router = APIRouter(prefix="/v1", tags=["subject rights"])
 _SPOOL_BYTES = 8 << 20  # extracts larger than this go through a temp file
@@ -45,7 +44,7 @@ def export_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
     try:
         with transaction(runtime(request)) as conn:
-            rights.write_extract(conn, subject_id, spool, actor=who.actor)
+            extract.write_extract(conn, subject_id, spool, actor=who.actor)
     except BaseException:
         spool.close()
         raise
@@ -67,7 +66,7 @@ def correct_subject(
     subject_id: str, body: SubjectCorrection, request: Request, who: AsDpo
 ) -> Response:
     with transaction(runtime(request)) as conn:
-        result = rights.correct_subject(
+        result = correction.correct_subject(
             conn,
             subject_id,
             who.actor,
@@ -88,7 +87,7 @@ def correct_reading(
     subject_id: str, body: ReadingCorrection, request: Request, who: AsDpo
 ) -> Response:
     with transaction(runtime(request)) as conn:
-        result = rights.correct_reading(
+        result = correction.correct_reading(
             conn, subject_id, body.provider_id, body.reading_id, who.actor, action=body.action
         )
     return json_response(result)
@@ -101,7 +100,7 @@ def correct_reading(
 def erase_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
     rt = runtime(request)
     url = rt.settings.require_database_url()
-    return json_response(rights.erase_subject(url, rt.master, subject_id, who.actor))
+    return json_response(erasure.erase_subject(url, rt.master, subject_id, who.actor))
 
 
 @router.post(

@@ -1,7 +1,7 @@
 """The rights and purge queries: access extract, corrections, erasure, export purge.
 
 The steps of those workflows (what commits when, files, pseudonyms, receipts)
-live in `flows.rights` and `flows.purge`; the SQL they run is here.
+live in `rights` (extract, correction, erasure, purge); the SQL they run is here.
 
 One transaction convention: a function that takes a connection runs in its
 caller's transaction and never commits; a function that takes a URL owns its

@@ -113,7 +113,7 @@ SELECT (SELECT count(*) FROM c) AS consents, (SELECT count(*) FROM w) AS withdra
 
 -- name: erasure_audit_entries
 -- Every audit entry naming the subject, in any case or format (`pattern` is a
--- regular expression for its id); flows.rights.pseudonymise_audit rewrites them.
+-- regular expression for its id); rights.erasure rewrites them.
 SELECT audit_id, subject_ref, detail
 FROM audit_log
 WHERE subject_ref ~* %(pattern)s OR detail::text ~* %(pattern)s

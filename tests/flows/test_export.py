@@ -419,7 +419,7 @@ def test_export_and_purge_files_are_private(
     tmp_path: Path,
 ) -> None:
     """Issue 13: files 0600, directories 0700, whatever the umask lets through."""
-    from flows.purge import purge_exports
+    from rights.purge import purge_exports
 
     def modes(root: Path) -> set[tuple[str, int]]:
         return {

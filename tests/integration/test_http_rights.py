@@ -147,7 +147,7 @@ def test_audit_keeps_nothing_of_an_erased_subject(
     id in upper case and without hyphens), then erasure: no audit entry, and no
     row anywhere, holds the subject id in any form, its reading ids or user refs;
     reading entries keep keyed hashes and lose the provider id beside them."""
-    from flows import rights
+    from rights import correction, erasure
     from store import registry
 
     user_ref, second_ref = "aud-erase-ref-k3v9", "aud-erase-second-k3v9"
@@ -199,13 +199,15 @@ def test_audit_keeps_nothing_of_an_erased_subject(
         for form in forms:
             found = api.client.get("/v1/audit", params={"subject": form}, headers=dpo).json()
             assert len(found) >= 6  # found whatever form the id was typed in
-        rights.correct_reading(conn, sid.upper(), world.provider_id, rids[2], "dpo", action="valid")
+        correction.correct_reading(
+            conn, sid.upper(), world.provider_id, rids[2], "dpo", action="valid"
+        )
 
         assert api.client.delete(f"/v1/subjects/{up}", headers=dpo).status_code == 200
         # Searching for the erased subject afterwards finds its entries by hash
         # and records the hash, not the id.
         after = api.client.get("/v1/audit", params={"subject": up}, headers=dpo).json()
-        shash = rights.subject_hash(master_key, sid)
+        shash = erasure.subject_hash(master_key, sid)
         assert after and {e["subject_ref"] for e in after} == {shash}
 
     conn.rollback()

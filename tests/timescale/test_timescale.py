@@ -411,7 +411,7 @@ def test_erasure_reaches_the_continuous_aggregate(ts: psycopg.Connection) -> Non
 
 
 def test_erasure_refreshes_the_aggregates_at_once(ts: psycopg.Connection) -> None:
-    """What flows.rights does right after deleting a subject's readings: the
+    """What rights.erasure does right after deleting a subject's readings: the
     named queries find the aggregates, and the refresh empties the subject's days
     without waiting for the hourly policy."""
     sid = add_subject(ts, "collection")
@@ -454,7 +454,7 @@ def test_retention_job_drops_old_chunks(ts: psycopg.Connection) -> None:
 
 def test_the_app_role_refreshes_the_aggregates_as_their_owner_role(ts: psycopg.Connection) -> None:
     """vitals_app owns nothing, and only an aggregate's owner may refresh it:
-    erasure (flows.rights._refresh_aggregates) acts as vitals_aggregates, which
+    erasure (rights.erasure._refresh_aggregates) acts as vitals_aggregates, which
     migration 0007 made the owner and granted to vitals_app."""
     sid = add_subject(ts, "collection")
     seed(ts, sid, first_day=230, days=3, components={"step_count": ("step-count", 1000.0)})

@@ -19,6 +19,8 @@ MODULES = [
     "flows.retention",
     "flows.serve",
     "cli",
+    "rights.erasure",
+    "rights.purge",
 ]
 
 # Prefect configures its own logging when `prefect.main` is imported; that is

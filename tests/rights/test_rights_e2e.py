@@ -16,19 +16,19 @@ import orjson
 import psycopg
 import pyarrow.parquet as pq
 import pytest
-from test_rights import dump
 
 from core.outputs import MANIFEST, pseudonym
-from flows import rights
 from flows.export import export_salt, run_export
 from flows.groups import derive_groups
 from ingest.broker.accounts import create_provider_client
+from rights import erasure
 from store import registry
 from tests.integration.test_http_helpers import running_app
 from tests.support import seed
 from tests.support.ingester import IngesterProcess
 from tests.support.mqtt import Collector, publish_qos1, start_broker
 from tests.support.net import wait_for as wait_until
+from tests.support.pgtools import pg_dump_data
 
 HTTP_REF = "erase-me-http-7q2w"
 MQTT_REF = "erase-me-mqtt-9z4x"
@@ -153,7 +153,7 @@ def test_subject_rights_end_to_end(
 
         # Erase: crash half way, then the CLI re-run completes.
         with pytest.raises(RuntimeError):
-            rights.erase_subject(db_url, master_key, sid, "dpo", crash_after="readings")
+            erasure.erase_subject(db_url, master_key, sid, "dpo", crash_after="readings")
         receipt = vitals(cli_env, "subject", "erase", sid)
         assert receipt["counts"]["readings"] == 120
         # The database is done; the erasure is complete only once both exports are purged.
@@ -163,11 +163,11 @@ def test_subject_rights_end_to_end(
         assert sorted(p["export_id"] for p in purged) == sorted(e["export_id"] for e in exports)
 
         # Nothing of the subject in the database ...
-        text = dump(db_url)
+        text = pg_dump_data(db_url)
         for secret in (sid, HTTP_REF, MQTT_REF):
             assert secret not in text
         assert KEPT_REF in text
-        shash = rights.subject_hash(master_key, sid)
+        shash = erasure.subject_hash(master_key, sid)
         assert conn.execute(
             "SELECT completed_at IS NOT NULL FROM erasure_receipts WHERE subject_hash = %s",
             (shash,),

@@ -1,161 +1,31 @@
-"""Data-subject rights: access extract, correction, erasure (resumable).
-
-Plain functions over a connection or URL; the CLI and the admin API (role
-`dpo`) call them, and every operation writes the audit log. The SQL they run
-is in `store.rights`; what commits when is decided here.
-"""
+"""Erasure: the subject erased everywhere in the database, idempotent and
+resumable, its past exports queued for the purge (`rights.purge`), its audit
+entries pseudonymised."""
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Sequence
-from typing import IO, Any
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 
 from core import crypto
-from core.errors import InputError, NotFound
+from core.errors import NotFound
+from core.outputs import pseudonym as export_pseudonym
+from rights.encode import plain
 from store import registry
 from store import rights as queries
 from store.db import Connection, connect, translate_errors
 
 ERASURE_CHUNK = 50_000
-_JSON_OPTS = orjson.OPT_UTC_Z | orjson.OPT_NAIVE_UTC
 
 
 def subject_hash(master: bytes, subject_id: str | uuid.UUID) -> str:
     """The keyed hash that replaces a subject id after erasure."""
     return registry.erased_subject_ref(master, subject_id)
 
-
-def _default(obj: Any) -> Any:
-    if isinstance(obj, uuid.UUID):
-        return str(obj)
-    if isinstance(obj, memoryview | bytes):
-        return None
-    raise TypeError(type(obj).__name__)
-
-
-def _dumps(obj: Any) -> bytes:
-    return orjson.dumps(obj, default=_default, option=_JSON_OPTS)
-
-
-# Access extract ---------------------------------------------------------------
-
-
-def write_extract(conn: Connection, subject_id: str, out: IO[bytes], actor: str) -> dict[str, int]:
-    """Write one JSON document with everything held about the subject.
-
-    Streams readings; returns counts per section. Audited as a read of
-    personal data.
-    """
-    sid = registry.parse_uuid(subject_id, "subject")
-    with translate_errors():
-        subject = queries.extract_subject(conn, sid)
-        if subject is None:
-            raise NotFound("subject", subject_id)
-        sections = queries.extract_sections(conn, sid)
-        out.write(b'{"format":"vitals-subject-extract/1","subject":' + _dumps(subject))
-        for key, rows in sections.items():
-            out.write(b',"' + key.encode() + b'":' + _dumps(rows))
-        out.write(b',"readings":[')
-        n = 0
-        for row in queries.stream_readings(conn, sid):
-            out.write((b"," if n else b"") + _dumps(row))
-            n += 1
-        out.write(b"]}\n")
-        counts = {k: len(v) for k, v in sections.items()} | {"readings": n}
-        registry.audit(conn, actor, "subject.extract", sid, counts=counts)
-        conn.commit()
-    return counts
-
-
-# Corrections ------------------------------------------------------------------
-
-
-def correct_subject(
-    conn: Connection,
-    subject_id: str,
-    actor: str,
-    *,
-    residency: str | None = None,
-    relationship_end: Any = None,
-    clear_relationship_end: bool = False,
-    add_links: Sequence[tuple[str, str]] = (),
-    remove_links: Sequence[tuple[str, str]] = (),
-) -> dict[str, Any]:
-    """Change residency, relationship end or links; before/after in the audit log."""
-    sid = registry.parse_uuid(subject_id, "subject")
-    with translate_errors():
-        before = registry.get_subject(conn, sid)
-        queries.lock_subject(conn, sid)
-        if residency is not None:
-            if residency not in registry.RESIDENCIES:
-                raise InputError("invalid_residency", "residency must be FI or EU")
-            # Now FI: past EU exports may no longer hold them (`vitals export purge`).
-            queries.set_residency(conn, sid, residency)
-        if relationship_end is not None or clear_relationship_end:
-            queries.set_relationship_end(conn, sid, relationship_end)
-        for provider_id, user_ref in remove_links:
-            pid = registry.parse_uuid(provider_id, "provider")
-            if not queries.delete_link(conn, sid, pid, user_ref):
-                raise InputError("not_found", "no such link on this subject")
-        for provider_id, user_ref in add_links:
-            registry.add_link(conn, sid, provider_id, user_ref, actor)
-        after = registry.get_subject(conn, sid)
-        registry.audit(
-            conn,
-            actor,
-            "subject.correct",
-            sid,
-            before=orjson.loads(_dumps(before)),
-            after=orjson.loads(_dumps(after)),
-        )
-        conn.commit()
-    return orjson.loads(_dumps(after))
-
-
-def correct_reading(
-    conn: Connection,
-    subject_id: str,
-    provider_id: str,
-    reading_id: str,
-    actor: str,
-    *,
-    action: str,
-) -> dict[str, Any]:
-    """`erroneous` (kept for the record, excluded from groups and exports),
-    `valid` (undo that), or `delete`."""
-    sid = registry.parse_uuid(subject_id, "subject")
-    pid = registry.parse_uuid(provider_id, "provider")
-    with translate_errors():
-        if action == "delete":
-            components = queries.delete_reading(conn, sid, pid, reading_id)
-        elif action in ("erroneous", "valid"):
-            components = queries.mark_reading_erroneous(
-                conn, sid, pid, reading_id, action == "erroneous"
-            )
-        else:
-            raise InputError("invalid_action", "action must be erroneous, valid or delete")
-        if not components:
-            raise NotFound("reading", reading_id)
-        registry.audit(
-            conn,
-            actor,
-            f"reading.{action}",
-            sid,
-            provider_id=str(pid),
-            reading_id=reading_id,
-            components=components,
-            before={"erroneous": action == "valid"} if action != "delete" else "stored",
-            after={"erroneous": action == "erroneous"} if action != "delete" else "deleted",
-        )
-        conn.commit()
-    return {"reading_id": reading_id, "action": action, "components": len(components)}
-
-
-# Erasure ----------------------------------------------------------------------
 
 ERASURE_STEPS = ("begin", "queue_exports", "readings", "rest", "audit", "finish")
 
@@ -198,8 +68,6 @@ def erase_subject(
         step("begin")
 
         if pseudonym is None:
-            from core.outputs import pseudonym as export_pseudonym
-
             pseudonym = export_pseudonym
         for export_id, salt_enc in queries.erasure_exports_of(conn, sid):
             queries.erasure_queue_export(
@@ -224,7 +92,7 @@ def erase_subject(
             queries.erasure_add_counts(conn, shash, counts)
         step("rest")
 
-        pseudonymise_audit(conn, master, sid, shash)
+        _pseudonymise_audit(conn, master, sid, shash)
         conn.commit()
         step("audit")
 
@@ -235,7 +103,7 @@ def erase_subject(
         late = queries.erasure_delete_late_rejections(conn, sid)
         if late:
             queries.erasure_add_counts(conn, shash, {"rejections": late})
-        pseudonymise_audit(conn, master, sid, shash)
+        _pseudonymise_audit(conn, master, sid, shash)
         queries.erasure_finish(conn, sid, shash)
         registry.audit(conn, actor, "subject.erase", shash)
         conn.commit()
@@ -271,7 +139,7 @@ def _scrub(master: bytes, detail: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def pseudonymise_audit(conn: Connection, master: bytes, sid: uuid.UUID, shash: str) -> int:
+def _pseudonymise_audit(conn: Connection, master: bytes, sid: uuid.UUID, shash: str) -> int:
     """Pseudonymise every audit entry naming the subject, in the caller's
     transaction. Entries about the subject (subject_ref in any form) are
     scrubbed; any other entry mentioning the id gets the hash in its place.
@@ -301,4 +169,4 @@ def _refresh_aggregates(url: str, conn: Connection) -> None:
 def _receipt(conn: Connection, shash: str, *, already: bool) -> dict[str, Any]:
     row = queries.erasure_receipt(conn, shash)
     assert row is not None
-    return orjson.loads(_dumps(row)) | {"already_erased": already}
+    return plain(row) | {"already_erased": already}

@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from core.errors import NotFound
-from flows import rights
+from rights import correction, erasure, extract
 from schemas.reading import Component, Reading
 from store.db import q
 from store.writer import Writer
@@ -72,7 +72,7 @@ def person(conn: psycopg.Connection, master_key: bytes, writer: Writer) -> dict[
 
 def test_extract_holds_everything(conn: psycopg.Connection, person: dict) -> None:
     buf = io.BytesIO()
-    counts = rights.write_extract(conn, person["subject"], buf, actor="dpo-test")
+    counts = extract.write_extract(conn, person["subject"], buf, actor="dpo-test")
     doc = orjson.loads(buf.getvalue())
     assert doc["subject"]["subject_id"] == person["subject"]
     assert doc["subject"]["residency"] == "FI"
@@ -99,11 +99,11 @@ def test_extract_holds_everything(conn: psycopg.Connection, person: dict) -> Non
 
 
 def test_corrections_write_before_and_after(conn: psycopg.Connection, person: dict) -> None:
-    rights.correct_subject(conn, person["subject"], "dpo", residency="EU")
-    rights.correct_reading(
+    correction.correct_subject(conn, person["subject"], "dpo", residency="EU")
+    correction.correct_reading(
         conn, person["subject"], person["provider"], "r3", "dpo", action="erroneous"
     )
-    rights.correct_reading(
+    correction.correct_reading(
         conn, person["subject"], person["provider"], "r4", "dpo", action="delete"
     )
     assert conn.execute("SELECT residency FROM subjects").fetchone() == ("EU",)
@@ -120,7 +120,7 @@ def test_corrections_write_before_and_after(conn: psycopg.Connection, person: di
     assert rows[0][1]["before"]["residency"] == "FI"
     assert rows[0][1]["after"]["residency"] == "EU"
     with pytest.raises(NotFound):
-        rights.correct_reading(
+        correction.correct_reading(
             conn, person["subject"], person["provider"], "nope", "dpo", action="delete"
         )
 
@@ -141,16 +141,16 @@ def test_erasure_leaves_nothing_and_resumes(
     crash_after: str | None,
 ) -> None:
     sid, pid = person["subject"], person["provider"]
-    rights.correct_subject(conn, sid, "dpo", relationship_end=NOW)
+    correction.correct_subject(conn, sid, "dpo", relationship_end=NOW)
     assert sid in dump(db_url) and USER_REF in dump(db_url)
     if crash_after:
         with pytest.raises(RuntimeError, match="injected crash"):
-            rights.erase_subject(
+            erasure.erase_subject(
                 db_url, master_key, sid, "dpo", pseudonym=no_pseudonym, crash_after=crash_after
             )
         # Half-erased: new readings are refused already.
         assert writer.write([(pid, hr("mid"))], "test")[0].reason == "unknown_subject"
-    receipt = rights.erase_subject(db_url, master_key, sid, "dpo", pseudonym=no_pseudonym)
+    receipt = erasure.erase_subject(db_url, master_key, sid, "dpo", pseudonym=no_pseudonym)
     assert receipt["completed_at"] and not receipt["already_erased"]
     assert receipt["counts"]["readings"] == 30
     assert receipt["counts"]["consents"] == 2
@@ -158,7 +158,7 @@ def test_erasure_leaves_nothing_and_resumes(
     text = dump(db_url)
     assert sid not in text and sid.replace("-", "") not in text
     assert USER_REF not in text
-    shash = rights.subject_hash(master_key, sid)
+    shash = erasure.subject_hash(master_key, sid)
     conn.commit()
     assert (
         conn.execute("SELECT count(*) FROM audit_log WHERE subject_ref = %s", (shash,)).fetchone()[
@@ -170,13 +170,13 @@ def test_erasure_leaves_nothing_and_resumes(
     # Afterwards the provider's user ref is unknown.
     assert writer.write([(pid, hr("after"))], "test")[0].reason == "unknown_subject"
     # Idempotent.
-    again = rights.erase_subject(db_url, master_key, sid, "dpo", pseudonym=no_pseudonym)
+    again = erasure.erase_subject(db_url, master_key, sid, "dpo", pseudonym=no_pseudonym)
     assert again["already_erased"] and again["subject_hash"] == shash
 
 
 def test_erase_unknown_subject_is_refused(db_url: str, master_key: bytes) -> None:
     with pytest.raises(NotFound):
-        rights.erase_subject(db_url, master_key, "5b0e8a8e-0000-4000-8000-000000000000", "dpo")
+        erasure.erase_subject(db_url, master_key, "5b0e8a8e-0000-4000-8000-000000000000", "dpo")
 
 
 def test_cli_extract_to_file(cli_env: dict, person: dict, tmp_path) -> None:  # type: ignore[no-untyped-def]
@@ -261,7 +261,7 @@ def test_erasure_last_step_waits_for_a_concurrent_batch(
 
     def erase() -> None:
         try:
-            results["receipt"] = rights.erase_subject(
+            results["receipt"] = erasure.erase_subject(
                 db_url, master_key, sid, "dpo", pseudonym=no_pseudonym
             )
         except BaseException as e:  # reported below

@@ -18,9 +18,9 @@ import psycopg
 import pyarrow.parquet as pq
 
 from core.outputs import MANIFEST, pseudonym
-from flows import rights
 from flows.export import export_salt, run_export
-from flows.purge import purge_exports
+from rights import correction, erasure
+from rights.purge import purge_exports
 from store import registry as store_registry
 from tests.flows.helpers import Registry, Subject
 from tests.support.pgtools import pg_dump_data
@@ -70,7 +70,7 @@ def test_erasure_is_complete_only_when_every_export_is_purged(
         pseudonym(export_salt(conn, master_key, e["export_id"]), gone.subject_id) for e in exports
     ]
 
-    receipt = rights.erase_subject(db_url, master_key, gone.subject_id, "dpo")
+    receipt = erasure.erase_subject(db_url, master_key, gone.subject_id, "dpo")
     assert receipt["status"] == "pending_purge" and receipt["completed_at"] is None
     assert receipt["database_erased_at"] and receipt["exports_pending_purge"] == 2
     assert sorted(q[0] for q in queue(conn)) == sorted(e["export_id"] for e in exports)
@@ -98,7 +98,7 @@ def test_erasure_is_complete_only_when_every_export_is_purged(
     assert [(q[0], q[1], q[4]) for q in left] == [(exports[0]["export_id"], "erasure", 1)]
     assert "_manifest.json" in left[0][5]
     assert mine[1] not in pseudonyms_in(Path(exports[1]["path"]))
-    receipt = rights.erase_subject(db_url, master_key, gone.subject_id, "dpo")
+    receipt = erasure.erase_subject(db_url, master_key, gone.subject_id, "dpo")
     assert receipt["already_erased"] and receipt["status"] == "pending_purge"
     assert receipt["completed_at"] is None and receipt["exports_pending_purge"] == 1
 
@@ -121,7 +121,7 @@ def test_erasure_is_complete_only_when_every_export_is_purged(
     assert pseudonym(export_salt(conn, master_key, exports[0]["export_id"]), kept.subject_id) in (
         pseudonyms_in(lost)
     )
-    receipt = rights.erase_subject(db_url, master_key, gone.subject_id, "dpo")
+    receipt = erasure.erase_subject(db_url, master_key, gone.subject_id, "dpo")
     assert receipt["status"] == "complete" and receipt["completed_at"]
     assert receipt["exports_pending_purge"] == 0
     assert queue(conn) == []
@@ -131,7 +131,7 @@ def test_an_erasure_without_exports_is_complete_at_once(
     db_url: str, master_key: bytes, registry: Registry
 ) -> None:
     (gone,) = people(registry, 1)
-    receipt = rights.erase_subject(db_url, master_key, gone.subject_id, "dpo")
+    receipt = erasure.erase_subject(db_url, master_key, gone.subject_id, "dpo")
     assert receipt["status"] == "complete" and receipt["completed_at"]
 
 
@@ -171,7 +171,7 @@ def test_residency_correction_queues_a_purge_of_eu_exports(
     eu = run_export(db_url, master_key, export_dir, "EU")
     fi = run_export(db_url, master_key, export_dir, "FI")
 
-    rights.correct_subject(conn, moving.subject_id, "dpo", residency="FI")
+    correction.correct_subject(conn, moving.subject_id, "dpo", residency="FI")
     assert [(q[0], q[1]) for q in queue(conn)] == [(eu["export_id"], "residency")]
     purge_exports(db_url, master_key, actor="test")
     eu_salt = export_salt(conn, master_key, eu["export_id"])
@@ -210,7 +210,7 @@ def test_an_erasure_racing_an_export_leaves_nothing_once_purged(
     )
     erasing = threading.Thread(
         target=run,
-        args=("erase", lambda: rights.erase_subject(db_url, master_key, gone.subject_id, "dpo")),
+        args=("erase", lambda: erasure.erase_subject(db_url, master_key, gone.subject_id, "dpo")),
     )
     exporting.start()
     try:
@@ -265,7 +265,7 @@ def test_purge_forgets_disclosures_of_subjects_that_no_longer_exist(
     gone, kept = people(registry)
     e = run_export(db_url, master_key, export_dir)
     salt = export_salt(conn, master_key, e["export_id"])
-    rights.erase_subject(db_url, master_key, gone.subject_id, "dpo")
+    erasure.erase_subject(db_url, master_key, gone.subject_id, "dpo")
     # As if an export had committed it after the erasure (the old race).
     conn.execute(
         "INSERT INTO export_subjects (export_id, subject_id) VALUES (%s, %s)",
