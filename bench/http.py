@@ -35,7 +35,7 @@ from bench.common import (
     scratch_database,
     seed_registry,
 )
-from ingest.webhook_auth import sign
+from ingest.http.signatures import sign
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
 

@@ -97,7 +97,7 @@ def cmd_mqtt(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from pathlib import Path
 
-    from ingest.http import serve
+    from ingest.http.server import serve
 
     if bool(args.ssl_certfile) != bool(args.ssl_keyfile):
         raise SettingsError("--ssl-certfile and --ssl-keyfile go together")

@@ -11,7 +11,7 @@ import orjson
 import paho.mqtt.client as mqtt
 
 from ingest.broker.config import parse_mqtt_url
-from ingest.webhook_auth import sign
+from ingest.http.signatures import sign
 
 SEND_SECONDS = 20.0  # the simulator spreads its traffic over this long
 

@@ -11,6 +11,7 @@ pytest_plugins = [
     "tests.support.pg",
     "tests.support.mqtt",
     "tests.support.ingester",
+    "tests.support.http",
 ]
 
 

@@ -17,9 +17,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from ingest.broker.config import parse_mqtt_url
-from tests.integration.serve_helpers import self_signed
 from tests.support.mqtt import Broker, connect_reason, mosquitto_binary
 from tests.support.net import free_port
+from tests.support.serve import self_signed
 
 
 def _tls_connect(url: str, port: int, ca: Path | None) -> str:

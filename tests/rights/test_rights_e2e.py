@@ -23,8 +23,8 @@ from flows.groups import derive_groups
 from ingest.broker.accounts import create_provider_client
 from rights import erasure
 from store import registry
-from tests.integration.test_http_helpers import running_app
 from tests.support import seed
+from tests.support.http import running_app
 from tests.support.ingester import IngesterProcess
 from tests.support.mqtt import Collector, publish_qos1, start_broker
 from tests.support.net import wait_for as wait_until

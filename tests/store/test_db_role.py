@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from tests.integration.test_http_helpers import ADMIN_TOKEN, count, make_world, running_app
+from tests.support.http import ADMIN_TOKEN, count, make_world, running_app
 from tests.support.seed import data_point
 
 APP_ROLE = "vitals_app"

@@ -19,6 +19,8 @@ MODULES = [
     "flows.retention",
     "flows.serve",
     "cli",
+    "ingest.http.app",
+    "ingest.http.server",
     "rights.erasure",
     "rights.purge",
 ]

@@ -18,21 +18,21 @@ import pytest
 from prometheus_client import REGISTRY
 
 from core import logs
-from ingest.webhook_auth import sign
-
-# Module-scoped fixtures shared by the HTTP modules: one database and one server
-# per module (tests are isolated by provider).
-from tests.integration.test_http_helpers import (  # noqa: F401, E402
-    Api,
-    World,
-    api,
-    conn,
-    count,
-    make_world,
-    running_app,
-    shared_url,
-)
+from ingest.http.signatures import sign
+from tests.support.http import Api, World, count, make_world, running_app
 from tests.support.seed import data_point
+
+
+# The module's tests share one database and one server (tests.support.http),
+# each test isolated by its own provider.
+@pytest.fixture(scope="module")
+def api(shared_api: Api) -> Api:
+    return shared_api
+
+
+@pytest.fixture
+def conn(shared_conn: psycopg.Connection) -> psycopg.Connection:
+    return shared_conn
 
 
 @pytest.fixture
@@ -405,20 +405,12 @@ def test_health_ready_metrics_and_docs(api: Api, world: World) -> None:
     assert {"200", "400", "401", "404", "413", "503"} <= set(post["responses"])
 
 
-def test_readyz_is_503_while_migrations_are_pending(pg_server_url: str) -> None:
-    name = f"vitals_empty_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(pg_server_url, autocommit=True) as admin_conn:
-        admin_conn.execute(f'CREATE DATABASE "{name}"')
-    try:
-        url = psycopg.conninfo.make_conninfo(pg_server_url, dbname=name)
-        with running_app(url) as a:
-            r = a.client.get("/readyz")
-            assert r.status_code == 503
-            assert r.json()["status"] == "migrations_pending"
-            assert "0001_core.sql" in r.json()["pending"]
-    finally:
-        with psycopg.connect(pg_server_url, autocommit=True) as admin_conn:
-            admin_conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+def test_readyz_is_503_while_migrations_are_pending(empty_db: str) -> None:
+    with running_app(empty_db) as a:
+        r = a.client.get("/readyz")
+        assert r.status_code == 503
+        assert r.json()["status"] == "migrations_pending"
+        assert "0001_core.sql" in r.json()["pending"]
 
 
 def test_logs_are_json_without_values_or_personal_identifiers(api: Api, world: World) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.integration.test_http_helpers import ADMIN_TOKEN, Api, World, count, running_app
+from tests.support.http import ADMIN_TOKEN, Api, World, count, running_app
 from tests.support.seed import data_point
 
 

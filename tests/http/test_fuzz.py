@@ -17,18 +17,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from schemas.reading import REASONS
-
-# Module-scoped fixtures shared by the HTTP modules: one database and one server
-# per module (tests are isolated by provider).
-from tests.integration.test_http_helpers import (  # noqa: F401, E402
-    Api,
-    World,
-    api,
-    conn,
-    make_world,
-    shared_url,
-)
+from tests.support.http import Api, World, make_world
 from tests.support.seed import data_point
+
+
+# The module's tests share one database and one server (tests.support.http),
+# each test isolated by its own provider.
+@pytest.fixture(scope="module")
+def api(shared_api: Api) -> Api:
+    return shared_api
+
+
+@pytest.fixture
+def conn(shared_conn: psycopg.Connection) -> psycopg.Connection:
+    return shared_conn
+
 
 JSON_SCALARS = (
     st.none()

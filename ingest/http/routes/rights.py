@@ -1,50 +1,33 @@
-"""Data-subject rights over the admin API (role `dpo`): access extract,
-correction, erasure and the purge of past exports. The work is done by
-`rights`, the same functions the CLI calls; every call is audited there."""
+"""Data-subject rights (role `dpo`): access extract, correction, erasure and the
+purge of past exports. The work is done by `rights`, the same functions the
+CLI calls; every call is audited there."""
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Response
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
 
-from ingest.api_admin import AsDpo, LinkIn, transaction
-from ingest.http import json_response, runtime
+from ingest.http.deps import AsDpo, RuntimeDep, Tx
+from ingest.http.errors import json_response
+from ingest.http.models import ReadingCorrection, SubjectCorrection
 from rights import correction, erasure, extract, purge
 
 router = APIRouter(prefix="/v1", tags=["subject rights"])
 _SPOOL_BYTES = 8 << 20  # extracts larger than this go through a temp file
 
 
-class SubjectCorrection(BaseModel):
-    residency: Literal["FI", "EU"] | None = None
-    relationship_end: datetime | None = Field(None, examples=["2026-12-31T00:00Z"])
-    clear_relationship_end: bool = False
-    add_links: list[LinkIn] = Field(default_factory=list)
-    remove_links: list[LinkIn] = Field(default_factory=list)
-
-
-class ReadingCorrection(BaseModel):
-    provider_id: str
-    reading_id: str
-    action: Literal["erroneous", "valid", "delete"]
-
-
 @router.get(
     "/subjects/{subject_id}/export",
     summary="Access extract: everything held about the subject, as one JSON document",
 )
-def export_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
+def export_subject(subject_id: str, who: AsDpo, conn: Tx) -> Response:
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
     try:
-        with transaction(runtime(request)) as conn:
-            extract.write_extract(conn, subject_id, spool, actor=who.actor)
+        extract.write_extract(conn, subject_id, spool, actor=who.actor)
     except BaseException:
         spool.close()
         raise
@@ -62,20 +45,17 @@ def export_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
 
 
 @router.patch("/subjects/{subject_id}", summary="Correct residency, relationship end, links")
-def correct_subject(
-    subject_id: str, body: SubjectCorrection, request: Request, who: AsDpo
-) -> Response:
-    with transaction(runtime(request)) as conn:
-        result = correction.correct_subject(
-            conn,
-            subject_id,
-            who.actor,
-            residency=body.residency,
-            relationship_end=body.relationship_end,
-            clear_relationship_end=body.clear_relationship_end,
-            add_links=[(link.provider_id, link.user_ref) for link in body.add_links],
-            remove_links=[(link.provider_id, link.user_ref) for link in body.remove_links],
-        )
+def correct_subject(subject_id: str, body: SubjectCorrection, who: AsDpo, conn: Tx) -> Response:
+    result = correction.correct_subject(
+        conn,
+        subject_id,
+        who.actor,
+        residency=body.residency,
+        relationship_end=body.relationship_end,
+        clear_relationship_end=body.clear_relationship_end,
+        add_links=[(link.provider_id, link.user_ref) for link in body.add_links],
+        remove_links=[(link.provider_id, link.user_ref) for link in body.remove_links],
+    )
     return json_response(result)
 
 
@@ -83,13 +63,10 @@ def correct_subject(
     "/subjects/{subject_id}/readings/correct",
     summary="Mark a reading erroneous (kept, left out of groups and exports), valid, or delete it",
 )
-def correct_reading(
-    subject_id: str, body: ReadingCorrection, request: Request, who: AsDpo
-) -> Response:
-    with transaction(runtime(request)) as conn:
-        result = correction.correct_reading(
-            conn, subject_id, body.provider_id, body.reading_id, who.actor, action=body.action
-        )
+def correct_reading(subject_id: str, body: ReadingCorrection, who: AsDpo, conn: Tx) -> Response:
+    result = correction.correct_reading(
+        conn, subject_id, body.provider_id, body.reading_id, who.actor, action=body.action
+    )
     return json_response(result)
 
 
@@ -97,8 +74,7 @@ def correct_reading(
     "/subjects/{subject_id}",
     summary="Erase the subject everywhere (idempotent, resumable); returns the receipt",
 )
-def erase_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
-    rt = runtime(request)
+def erase_subject(subject_id: str, rt: RuntimeDep, who: AsDpo) -> Response:
     url = rt.settings.require_database_url()
     return json_response(erasure.erase_subject(url, rt.master, subject_id, who.actor))
 
@@ -113,8 +89,7 @@ def erase_subject(subject_id: str, request: Request, who: AsDpo) -> Response:
     'does not, it fills the purge queue and answers 202 `status: "queued"`: the flows '
     "runner's scheduled purge (`vitals flows serve`) does the rewrite.",
 )
-def purge_exports(request: Request, who: AsDpo) -> Response:
-    rt = runtime(request)
+def purge_exports(rt: RuntimeDep, who: AsDpo) -> Response:
     url = rt.settings.require_database_url()
     if not Path(rt.settings.export_dir).is_dir():
         queued = purge.pending(url, rt.master)

@@ -1,5 +1,7 @@
-"""Webhook authentication: the `Vitals-Signature` HMAC and a short-lived cache
-of providers' decrypted webhook secrets."""
+"""Webhook authentication: the `Vitals-Signature` HMAC (`sign` for partners and
+tests, `parse_signature` + `SignatureHeader` for the streaming check,
+`verify_signature` for a whole body) and a short-lived cache of providers'
+decrypted webhook secrets."""
 
 from __future__ import annotations
 
@@ -9,11 +11,9 @@ import threading
 import time
 from dataclasses import dataclass
 
-import psycopg_pool
-
 from core.errors import InputError
 from store import registry
-from store.db import translate_errors
+from store.db import Pool, transaction
 
 SIGNATURE_TOLERANCE_S = 300
 SIGNATURE_HEADER = "Vitals-Signature"
@@ -106,7 +106,7 @@ class ProviderCache:
     non-active provider regardless).
     """
 
-    def __init__(self, pool: psycopg_pool.ConnectionPool, master: bytes, ttl: float) -> None:
+    def __init__(self, pool: Pool, master: bytes, ttl: float) -> None:
         self.pool = pool
         self.master = master
         self.ttl = ttl
@@ -127,7 +127,7 @@ class ProviderCache:
             return hit
         if not _looks_like_uuid(provider_id):
             return None
-        with translate_errors(), self.pool.connection() as conn:
+        with transaction(self.pool) as conn:
             row = registry.get_provider(conn, provider_id)
         if row is None:
             return None

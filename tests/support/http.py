@@ -1,8 +1,13 @@
-"""Helpers for the HTTP tests (no tests here): a real uvicorn server in a thread,
+"""The HTTP app for tests (a pytest plugin): a real uvicorn server in a thread,
 a TCP proxy that can cut the app off from PostgreSQL, signed requests, seed data.
 
     with running_app(db_url) as api:
         api.post_readings(world, [point])      # signed with the provider's secret
+
+Fixtures for modules whose tests are isolated by provider and share one
+database and one server (each fresh database costs ~1 s to create and drop):
+`shared_url` and `shared_api` (module scope) and `shared_conn` (a connection
+to that database, per test).
 """
 
 from __future__ import annotations
@@ -19,26 +24,19 @@ from typing import Any
 import httpx
 import orjson
 import psycopg
-import psycopg.sql
 import psycopg_pool
 import pytest
 import uvicorn
 
 from core.settings import Settings
-from ingest.http import create_app
-from ingest.webhook_auth import sign
+from ingest.http.app import create_app
+from ingest.http.signatures import sign
 from store.db import make_pool
 from tests.support import seed
-from tests.support.pg import TEST_SECRET_KEY
+from tests.support.net import free_port
+from tests.support.pg import TEST_SECRET_KEY, scratch_database
 
 ADMIN_TOKEN = "bootstrap-admin-token-8c1f0e2d9b7a6354"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -222,31 +220,6 @@ class TcpProxy:
                     s.shutdown(socket.SHUT_RDWR)
 
 
-@contextlib.contextmanager
-def scratch_db(server_url: str, template: str) -> Iterator[str]:
-    """A migrated database copied from the session template, dropped afterwards.
-
-    For modules whose tests are isolated by provider and can share one
-    database and one server (each fresh database costs ~1 s to create and drop).
-    """
-    name = f"vitals_http_{uuid.uuid4().hex[:12]}"
-    with psycopg.connect(server_url, autocommit=True) as c:
-        c.execute(
-            psycopg.sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                psycopg.sql.Identifier(name), psycopg.sql.Identifier(template)
-            )
-        )
-    try:
-        yield psycopg.conninfo.make_conninfo(server_url, dbname=name)
-    finally:
-        with psycopg.connect(server_url, autocommit=True) as c:
-            c.execute(
-                psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(
-                    psycopg.sql.Identifier(name)
-                )
-            )
-
-
 def via_proxy(db_url: str, port: int) -> str:
     return psycopg.conninfo.make_conninfo(db_url, host="127.0.0.1", port=str(port))
 
@@ -260,18 +233,19 @@ def count(conn: psycopg.Connection, table: str, where: str = "true", params: Any
 
 @pytest.fixture(scope="module")
 def shared_url(pg_server_url: str, template_db: str) -> Iterator[str]:
-    """One database and one server for the module: tests are isolated by provider."""
-    with scratch_db(pg_server_url, template_db) as url:
+    """One migrated database for the module: its tests are isolated by provider."""
+    with scratch_database(pg_server_url, "vitals_http", template=template_db) as url:
         yield url
 
 
 @pytest.fixture(scope="module")
-def api(shared_url: str) -> Iterator[Api]:
+def shared_api(shared_url: str) -> Iterator[Api]:
+    """One server on `shared_url` for the module."""
     with running_app(shared_url) as a:
         yield a
 
 
 @pytest.fixture
-def conn(shared_url: str) -> Iterator[psycopg.Connection]:
+def shared_conn(shared_url: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(shared_url) as c:
         yield c

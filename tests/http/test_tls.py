@@ -11,10 +11,11 @@ import orjson
 import psycopg
 import pytest
 
-from ingest.webhook_auth import sign
-from tests.integration.serve_helpers import ServeProcess, self_signed, serve_env
-from tests.integration.test_http_helpers import ADMIN_TOKEN, free_port, make_world
+from ingest.http.signatures import sign
+from tests.support.http import ADMIN_TOKEN, make_world
+from tests.support.net import free_port
 from tests.support.seed import data_point
+from tests.support.serve import ServeProcess, self_signed, serve_env
 
 
 def test_https_public_listener_serves_only_the_webhook_and_health(

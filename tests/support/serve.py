@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from tests.integration.test_http_helpers import free_port
+from tests.support.net import free_port
 
 
 def self_signed(directory: Path, name: str = "localhost") -> tuple[Path, Path]:

@@ -12,7 +12,7 @@ import orjson
 import psycopg
 import pytest
 
-from tests.integration.test_http_helpers import ADMIN_TOKEN, Api, running_app
+from tests.support.http import ADMIN_TOKEN, Api, running_app
 
 
 @pytest.fixture

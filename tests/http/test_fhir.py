@@ -9,18 +9,22 @@ from typing import Any
 import psycopg
 import pytest
 
-# Module-scoped fixtures shared by the HTTP modules: one database and one server
-# per module (tests are isolated by provider).
-from tests.integration.test_http_helpers import (  # noqa: F401, E402
-    Api,
-    World,
-    api,
-    conn,
-    count,
-    shared_url,
-)
 from tests.support import seed
+from tests.support.http import Api, World, count
 from tests.support.shared_data import shared_path
+
+
+# The module's tests share one database and one server (tests.support.http),
+# each test isolated by its own provider.
+@pytest.fixture(scope="module")
+def api(shared_api: Api) -> Api:
+    return shared_api
+
+
+@pytest.fixture
+def conn(shared_conn: psycopg.Connection) -> psycopg.Connection:
+    return shared_conn
+
 
 FHIR_DIR = shared_path("fhir")
 FILES = sorted(FHIR_DIR.glob("*.json"))

@@ -11,8 +11,8 @@ import pyarrow.parquet as pq
 
 from core.outputs import MANIFEST, pseudonym
 from flows.export import export_salt, run_export
-from tests.integration.test_http_helpers import ADMIN_TOKEN, make_world, running_app
 from tests.support import seed
+from tests.support.http import ADMIN_TOKEN, make_world, running_app
 from tests.support.pgtools import pg_dump_data
 
 

@@ -11,9 +11,9 @@ import httpx
 import orjson
 import psycopg
 
-from tests.integration.serve_helpers import ServeProcess, serve_env
-from tests.integration.test_http_helpers import make_world
+from tests.support.http import make_world
 from tests.support.seed import data_point
+from tests.support.serve import ServeProcess, serve_env
 
 
 def _json_lines(text: str) -> list[dict[str, object]]:
@@ -29,7 +29,7 @@ def _json_lines(text: str) -> list[dict[str, object]]:
 
 
 def _post(proc: ServeProcess, provider_id: str, secret: str, body: bytes) -> httpx.Response:
-    from ingest.webhook_auth import sign
+    from ingest.http.signatures import sign
 
     return httpx.post(
         proc.url(f"/v1/providers/{provider_id}/readings"),

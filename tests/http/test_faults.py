@@ -15,19 +15,19 @@ import psycopg
 import pytest
 
 from core.errors import SettingsError
-from ingest.http import create_app
-from tests.integration.test_http_helpers import (
+from ingest.http.app import create_app
+from tests.support.http import (
     ADMIN_TOKEN,
     Api,
     TcpProxy,
     World,
     count,
-    free_port,
     make_world,
     running_app,
     settings_for,
     via_proxy,
 )
+from tests.support.net import free_port
 from tests.support.seed import data_point
 
 
