@@ -16,7 +16,7 @@ import orjson
 
 from core import crypto
 from core.errors import InputError, NotFound
-from store import registry
+from store import disclosures, objections, registry
 from store import rights as queries
 from store.db import Connection, connect, translate_errors
 
@@ -56,6 +56,8 @@ def write_extract(conn: Connection, subject_id: str, out: IO[bytes], actor: str)
         if subject is None:
             raise NotFound("subject", subject_id)
         sections = queries.extract_sections(conn, sid)
+        sections["objections"] = objections.extract_rows(conn, sid)
+        sections["partner_disclosures"] = disclosures.extract_rows(conn, sid)
         out.write(b'{"format":"vitals-subject-extract/1","subject":' + _dumps(subject))
         for key, rows in sections.items():
             out.write(b',"' + key.encode() + b'":' + _dumps(rows))
@@ -221,6 +223,8 @@ def erase_subject(
         with conn.transaction():
             queries.lock_subject(conn, sid)
             counts = queries.erasure_delete_rest(conn, sid)
+            counts |= objections.erase(conn, sid)
+            counts |= disclosures.on_erasure(conn, master, sid, shash)
             queries.erasure_add_counts(conn, shash, counts)
         step("rest")
 

@@ -153,7 +153,7 @@ class SubjectIn(BaseModel):
 
 
 class ConsentIn(BaseModel):
-    purpose: Literal["collection", "location", "analytics", "research"]
+    purpose: Literal["collection", "location", "analytics", "research", "marketing"]
     provider_id: str | None = None
     types: list[str] | None = Field(None, examples=[["heart-rate"]])
     valid_from: datetime | None = Field(

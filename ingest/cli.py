@@ -208,6 +208,61 @@ def cmd_consent_withdraw(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_objection_add(args: argparse.Namespace, settings: Settings) -> int:
+    from store import objections
+
+    master = settings.require_secret_key()
+    with _connect(settings) as conn:
+        result = objections.add_objection(
+            conn, master, args.subject_id, args.purpose, actor="cli", partner_id=args.partner
+        )
+        conn.commit()
+    emit(result)
+    return 0
+
+
+def cmd_objection_lift(args: argparse.Namespace, settings: Settings) -> int:
+    from store import objections
+
+    with _connect(settings) as conn:
+        result = objections.lift_objection(conn, args.objection_id, actor="cli")
+        conn.commit()
+    emit(result)
+    return 0
+
+
+def cmd_partner_add(args: argparse.Namespace, settings: Settings) -> int:
+    from store import partners
+
+    with _connect(settings) as conn:
+        result = partners.add_partner(
+            conn, args.name, args.region, args.purposes, args.types, actor="cli"
+        )
+        conn.commit()
+    emit(result)
+    return 0
+
+
+def cmd_partner_list(args: argparse.Namespace, settings: Settings) -> int:
+    from store import partners
+
+    with _connect(settings) as conn:
+        result = partners.list_partners(conn, actor="cli")
+        conn.commit()
+    emit(result)
+    return 0
+
+
+def cmd_partner_notices(args: argparse.Namespace, settings: Settings) -> int:
+    from store import partners
+
+    with _connect(settings) as conn:
+        result = partners.notices(conn, args.partner_id, actor="cli")
+        conn.commit()
+    emit(result)
+    return 0
+
+
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     from store import registry
 
@@ -352,7 +407,17 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 def cmd_flows_run(args: argparse.Namespace, settings: Settings) -> int:
     from flows.serve import run_flow
 
-    result = run_flow(args.flow, settings, region=args.region, via_prefect=args.prefect or None)
+    result = run_flow(
+        args.flow,
+        settings,
+        region=args.region,
+        via_prefect=args.prefect or None,
+        group=getattr(args, "group", None),
+        partner=getattr(args, "partner", None),
+        min_subjects=getattr(args, "min_subjects", 10),
+        period=getattr(args, "period", "week"),
+        epsilon=getattr(args, "epsilon", None),
+    )
     emit(result)
     if args.flow == "purge" and result.get("failed"):
         say(f"purge failed for {len(result['failed'])} export(s); they stay queued")
@@ -473,7 +538,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = consent.add_parser("grant", help="record a consent")
     p.add_argument("subject_id")
     p.add_argument(
-        "--purpose", required=True, choices=["collection", "location", "analytics", "research"]
+        "--purpose",
+        required=True,
+        choices=["collection", "location", "analytics", "research", "marketing"],
     )
     p.add_argument("--provider")
     p.add_argument("--types", type=csv_list)
@@ -483,6 +550,32 @@ def build_parser() -> argparse.ArgumentParser:
     p = consent.add_parser("withdraw", help="withdraw a consent")
     p.add_argument("consent_id")
     p.set_defaults(func=cmd_consent_withdraw)
+
+    objection = sub.add_parser("objection", help="objections (a person's prohibitions)")
+    objection_sub = objection.add_subparsers(dest="objection_command", required=True)
+    p = objection_sub.add_parser("add", help="record an objection (beats every consent of it)")
+    p.add_argument("subject_id")
+    p.add_argument("--purpose", required=True, choices=["marketing", "research", "disclosure"])
+    p.add_argument("--partner", help="disclosure to this partner only (default: every partner)")
+    p.set_defaults(func=cmd_objection_add)
+    p = objection_sub.add_parser("lift", help="lift an objection")
+    p.add_argument("objection_id")
+    p.set_defaults(func=cmd_objection_lift)
+
+    partner = sub.add_parser("partner", help="partners (audiences, disclosures)")
+    partner_sub = partner.add_subparsers(dest="partner_command", required=True)
+    p = partner_sub.add_parser("add", help="register a partner")
+    p.add_argument("name")
+    p.add_argument("--region", required=True, choices=["EU", "FI"])
+    p.add_argument("--purposes", type=csv_list, required=True, help="marketing and/or disclosure")
+    p.add_argument("--types", type=csv_list, help="data types agreed for disclosure")
+    p.set_defaults(func=cmd_partner_add)
+    partner_sub.add_parser("list", help="list partners").set_defaults(func=cmd_partner_list)
+    p = partner_sub.add_parser(
+        "notices", help="erasures and objections owed to a partner (GDPR Art. 19)"
+    )
+    p.add_argument("partner_id")
+    p.set_defaults(func=cmd_partner_notices)
 
     token = sub.add_parser("token", help="API bearer tokens").add_subparsers(
         dest="token_command", required=True
@@ -514,7 +607,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_serve)
 
     flows = sub.add_parser(
-        "flows", help="Prefect flows: groups, export, retention, purge"
+        "flows",
+        help="Prefect flows: groups, export, retention, purge, audience, disclosure, statistics",
     ).add_subparsers(dest="flows_command", required=True)
     run = flows.add_parser("run", help="run a flow now").add_subparsers(dest="flow", required=True)
     for name, help_ in (
@@ -522,10 +616,31 @@ def build_parser() -> argparse.ArgumentParser:
         ("export", "write a pseudonymised Parquet export"),
         ("retention", "delete data past retention"),
         ("purge", "rewrite past exports as the purge queue says (as `vitals export purge`)"),
+        ("audience", "a marketing audience from a derived group"),
+        ("disclosure", "disclose readings to a partner"),
+        ("statistics", "statistics in non-identifiable form"),
     ):
         p = run.add_parser(name, help=help_)
-        if name == "export":
+        if name in ("export", "statistics"):
             p.add_argument("--region", choices=["FI", "EU"], default="EU", help="destination")
+        if name == "audience":
+            p.add_argument("--group", required=True, help="a group of the current rule set")
+            p.add_argument("--partner", help="for this partner (default: own marketing)")
+        if name == "disclosure":
+            p.add_argument("--partner", required=True)
+        if name == "statistics":
+            p.add_argument(
+                "--min-subjects",
+                type=int,
+                default=10,
+                help="cells from fewer distinct subjects are not published (default 10)",
+            )
+            p.add_argument("--period", choices=["day", "week", "month"], default="week")
+            p.add_argument(
+                "--epsilon",
+                type=float,
+                help="release n and mean through a differentially private mechanism",
+            )
         p.add_argument("--prefect", action="store_true", help="run as a Prefect flow run")
         p.set_defaults(func=cmd_flows_run, region="EU")
     flows.add_parser("serve", help="the flows on schedules").set_defaults(func=cmd_flows_serve)

@@ -468,11 +468,13 @@ def create_app(
         return await _webhook(rt, provider_id, request, vitals_signature)
 
     from ingest.api_admin import install_handlers, router
+    from ingest.api_purposes import router as purposes_router
     from ingest.api_rights import router as rights_router
 
     install_handlers(app)
     app.include_router(router)
     app.include_router(rights_router)
+    app.include_router(purposes_router)
     return app
 
 
