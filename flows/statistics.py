@@ -9,9 +9,11 @@ and no unlifted `research` objection, and only the readings that consent
 covers (types, provider); FI residents only in region FI. Groups are the
 memberships open at the cut-off (still backed by an analytics consent). A
 cell computed from fewer than `min_subjects` distinct subjects is not
-published; the manifest counts those cells. The aggregation (distinct
-subjects, mean, sample sd, continuous percentiles) is one SQL scan
-(`store.statistics`); only the cells come back to Python.
+published; the manifest counts those cells. SQL selects the subjects, their
+groups and the readings (`store.statistics`), streamed once as four numbers
+a reading; `flows.cells` computes distinct subjects, mean, sample sd and
+exact continuous percentiles (as percentile_cont) in two passes over that
+stream in bounded memory (pass 2 replays it from an unnamed temp file).
 
 With `epsilon`, `n` and `mean` (and the subject counts) go through the
 differentially private mechanism of `flows.privacy` (OpenDP), sd and
@@ -24,20 +26,28 @@ would be exceeded).
 from __future__ import annotations
 
 import secrets
-from datetime import UTC, datetime
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from core.errors import InputError
+from core.longformat import CopyStream
 from core.outputs import file_entry, private_file, schema_doc, staging, write_manifest
 from flows import common, privacy
+from flows.cells import Cells
 from schemas.plausibility import BOUNDS
+from schemas.units import CANONICAL
 from store import statistics as queries
+from store.db import Connection
 from store.registry import audit
 
 FORMAT = "vitals-statistics/1"
@@ -61,6 +71,20 @@ STATISTICS_SCHEMA = pa.schema(
         pa.field("p90", pa.float64(), nullable=True),
     ]
 )
+# Every series a cell can be of: (type, component), in the canonical unit.
+SERIES = (
+    ("heart-rate", "heart_rate"),
+    ("blood-pressure", "systolic_blood_pressure"),
+    ("blood-pressure", "diastolic_blood_pressure"),
+    ("blood-glucose", "blood_glucose"),
+    ("body-weight", "body_weight"),
+    ("body-temperature", "body_temperature"),
+    ("oxygen-saturation", "oxygen_saturation"),
+    ("respiratory-rate", "respiratory_rate"),
+    ("step-count", "step_count"),
+)
+EPOCH = date(1970, 1, 1)
+_VALUE_TYPES = {"series": pa.int32(), "day": pa.int32(), "sidx": pa.int32(), "value": pa.float64()}
 # Clamping bounds of the DP mechanism: the physiological plausibility bounds
 # (nothing outside them is ever stored), coordinates aside (never published).
 DP_BOUNDS = {
@@ -81,16 +105,77 @@ def _check(region: str, period: str, min_subjects: int, epsilon: float | None) -
         raise InputError("invalid_epsilon", "--epsilon must be a positive number")
 
 
-def _exact(cells: list[dict[str, Any]], min_subjects: int) -> tuple[list[dict[str, Any]], int]:
-    published = []
-    for cell in cells:
+def _batches(chunks: Iterator[Any]) -> Iterator[tuple[np.ndarray, ...]]:
+    """numpy columns (series, day, subject number, value) of the COPY's CSV."""
+    stream = CopyStream(chunks)
+    if stream.peek_empty():
+        return
+    reader = pcsv.open_csv(
+        stream,
+        read_options=pcsv.ReadOptions(column_names=list(_VALUE_TYPES), block_size=1 << 22),
+        convert_options=pcsv.ConvertOptions(column_types=_VALUE_TYPES),
+    )
+    for batch in reader:
+        yield tuple(col.to_numpy(zero_copy_only=False) for col in batch.columns)
+
+
+def _exact(
+    conn: Connection, cutoff: datetime, period: str, min_subjects: int
+) -> tuple[list[dict[str, Any]], int]:
+    """Every cell exactly (`flows.cells`, two passes over the same snapshot);
+    cells from fewer than min_subjects subjects are counted, not returned."""
+    subjects = list(queries.subject_groups(conn))  # one small row per subject
+    names = sorted({g for _, groups in subjects for g in groups if g is not None})
+    if len(names) > 62:
+        raise InputError("too_many_groups", "statistics break down by at most 62 groups")
+    bit = {g: 1 << i for i, g in enumerate(names)}
+    mask_array = np.zeros(max((sidx for sidx, _ in subjects), default=0) + 1, dtype=np.int64)
+    for sidx, groups in subjects:
+        mask_array[sidx] = sum(bit[g] for g in groups if g is not None)
+    cells = Cells([DP_BOUNDS[c] for _, c in SERIES], mask_array, len(names))
+    keys = [f"{t}|{c}|{CANONICAL[c]}" for t, c in SERIES]
+    # Pass 2 reads pass 1's columns back from an unnamed temp file (deleted on
+    # close) instead of querying again: bounded memory, one scan of readings.
+    with tempfile.TemporaryFile(prefix="vitals-statistics-") as spool:
+        batches = 0
+        with queries.values_csv(conn, cutoff, period, keys) as chunks:
+            for columns in _batches(chunks):
+                cells.pass1(*columns)
+                for column in columns:
+                    np.save(spool, column, allow_pickle=False)
+                batches += 1
+        cells.plan_pass2()
+        spool.seek(0)
+        for _ in range(batches):
+            cells.pass2(*(np.load(spool, allow_pickle=False) for _ in range(4)))
+    published, suppressed = [], 0
+    for cell in cells.results():
         if cell["subjects"] < min_subjects:
+            suppressed += 1
             continue
-        p10, p50, p90 = cell["p"]
+        type_, component = SERIES[cell["series"]]
         published.append(
-            {k: cell[k] for k in COLUMNS} | {"sd": cell["sd"], "p10": p10, "p50": p50, "p90": p90}
+            {
+                "type": type_,
+                "component": component,
+                "unit": CANONICAL[component],
+                "period_start": EPOCH + timedelta(days=cell["day"]),
+                "group": None if cell["group"] is None else names[cell["group"]],
+            }
+            | {k: cell[k] for k in ("subjects", "n", "mean", "sd", "p10", "p50", "p90")}
         )
-    return published, len(cells) - len(published)
+    published.sort(key=_order)
+    return published, suppressed
+
+
+def _order(row: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        row["type"],
+        row["component"],
+        row["period_start"],
+        row["group"] is not None,
+        row["group"] or "",
+    )
 
 
 def run_statistics(
@@ -135,7 +220,7 @@ def run_statistics(
         subjects = queries.select_subjects(conn, cutoff, region)
         dp: dict[str, Any] | None = None
         if budget is None:
-            rows, suppressed = _exact(queries.exact_cells(conn, cutoff, period), min_subjects)
+            rows, suppressed = _exact(conn, cutoff, period, min_subjects)
         else:
             contributions = queries.bounded_contributions(
                 conn,

@@ -14,7 +14,7 @@ in its caller's transaction, never committing.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -46,11 +46,25 @@ def select_subjects(conn: psycopg.Connection, cutoff: datetime, region: str) -> 
     return conn.execute(q("statistics_subjects"), {"cutoff": cutoff}).rowcount
 
 
-def exact_cells(conn: psycopg.Connection, cutoff: datetime, period: str) -> list[dict[str, Any]]:
-    """Every cell, unsuppressed (`p` = [p10, p50, p90]). The grid is small
-    (components x periods x groups), so it is returned as a list."""
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(q("statistics_exact"), {"cutoff": cutoff, "period": period}).fetchall()
+def subject_groups(conn: psycopg.Connection) -> Iterator[tuple[int, list[str | None]]]:
+    """(subject number, groups with None first) of every eligible subject, in
+    batches through a server-side cursor."""
+    with conn.cursor(name="stat_subject_groups") as cur:
+        cur.itersize = 10_000
+        cur.execute(q("statistics_subject_groups"))
+        yield from cur
+
+
+@contextlib.contextmanager
+def values_csv(
+    conn: psycopg.Connection, cutoff: datetime, period: str, series: Sequence[str]
+) -> Iterator[Iterator[Any]]:
+    """The readings of the run as CSV chunks of a COPY ... TO STDOUT: series
+    index, period day, subject number, value; unordered. Read them before the
+    block ends."""
+    params = {"cutoff": cutoff, "period": period, "series": list(series)}
+    with conn.cursor() as cur, cur.copy(q("statistics_values"), params) as copy:
+        yield iter(copy)
 
 
 def bounded_contributions(
