@@ -8,12 +8,13 @@ on two cores. Here every reading is seen once per pass, as four numbers
 (series index, period day, subject index, value), read once from an
 unordered COPY (the caller replays them for pass 2 from a temp file):
 
-- pass 1 adds, per cell and group, the count, the sum and sum of squares
-  (shifted by the series' midpoint) and a histogram of `BINS` bins over the
-  series' bounds, and marks which subjects have readings in which cell;
+- pass 1 adds, per cell and group, the count, the sum (shifted by the
+  cell's first value) and a histogram of `BINS` bins over the series'
+  bounds, and marks which subjects have readings in which cell;
 - the ranks that percentile_cont needs (p * (n - 1), floor and ceiling) are
   located in the histograms;
-- pass 2 keeps only the values that fall into those bins, so the order
+- pass 2 adds the squared deviations from the mean (the two-pass variance)
+  and keeps only the values that fall into those bins, so the order
   statistics, hence the percentiles, are exact.
 
 Memory is bounded by cells x groups x bins and by subjects x cells (one
@@ -46,13 +47,14 @@ class Cells:
     ) -> None:
         self.lo = np.array([b[0] for b in bounds], dtype=np.float64)
         self.hi = np.array([b[1] for b in bounds], dtype=np.float64)
-        self.mid = (self.lo + self.hi) / 2
         self.masks = masks.astype(np.int64)
         self.groups = n_groups + 1  # the last one: all subjects
         # (series, period day) -> cell, as a lookup table over days since 1970
         self._lookup = np.full((len(bounds), _DAYS), -1, dtype=np.int64)
         self._keys: list[tuple[int, int]] = []
         cap = 16
+        self.shift = np.zeros(cap, dtype=np.float64)  # the cell's first value
+        self.mean = np.zeros((cap, self.groups), dtype=np.float64)
         self.n = np.zeros((cap, self.groups), dtype=np.int64)
         self.s = np.zeros((cap, self.groups), dtype=np.float64)
         self.ss = np.zeros((cap, self.groups), dtype=np.float64)
@@ -63,7 +65,9 @@ class Cells:
 
     # pass 1 -----------------------------------------------------------------
 
-    def _cells(self, series: np.ndarray, day: np.ndarray, grow: bool) -> np.ndarray:
+    def _cells(
+        self, series: np.ndarray, day: np.ndarray, value: np.ndarray, grow: bool
+    ) -> np.ndarray:
         day = day.astype(np.int64) + _OFFSET
         if len(day) and (day.min() < 0 or day.max() >= _DAYS):
             raise ValueError("a reading's period lies outside 1900..2258")
@@ -71,12 +75,15 @@ class Cells:
         missing = cell < 0
         if missing.any():
             assert grow, "pass 2 met a cell pass 1 did not"
+            first = len(self._keys)
             for sr, d in np.unique(np.stack([series[missing], day[missing]]), axis=1).T:
                 self._lookup[sr, d] = len(self._keys)
                 self._keys.append((int(sr), int(d) - _OFFSET))
             if len(self._keys) > len(self.n):
                 self._grow(max(len(self._keys), 2 * len(self.n)))
             cell = self._lookup[series, day]
+            new = np.flatnonzero(cell >= first)
+            self.shift[cell[new[::-1]]] = value[new[::-1]]  # the first row of each wins
         return cell
 
     def _grow(self, cap: int) -> None:
@@ -85,8 +92,8 @@ class Cells:
             out[: len(a)] = a
             return out
 
-        self.n, self.s, self.ss, self.hist = (
-            grown(a) for a in (self.n, self.s, self.ss, self.hist)
+        self.shift, self.mean, self.n, self.s, self.ss, self.hist = (
+            grown(a) for a in (self.shift, self.mean, self.n, self.s, self.ss, self.hist)
         )
         seen = np.zeros((len(self.seen), cap), dtype=bool)
         seen[:, : self.seen.shape[1]] = self.seen
@@ -109,8 +116,8 @@ class Cells:
     def pass1(
         self, series: np.ndarray, day: np.ndarray, sidx: np.ndarray, value: np.ndarray
     ) -> None:
-        cell = self._cells(series, day, grow=True)
-        shifted = value - self.mid[series]
+        cell = self._cells(series, day, value, grow=True)
+        shifted = value - self.shift[cell]
         bins = self._bins(series, value)
         cap = len(self.n)
         for g, rows in self._groups_of(sidx):
@@ -119,7 +126,6 @@ class Cells:
             b = bins if rows is None else bins[rows]
             self.n[:, g] += np.bincount(c, minlength=cap)
             self.s[:, g] += np.bincount(c, weights=v, minlength=cap)
-            self.ss[:, g] += np.bincount(c, weights=v * v, minlength=cap)
             self.hist[:, g, :] += np.bincount(c * BINS + b, minlength=cap * BINS).reshape(cap, BINS)
         self.seen[sidx, cell] = True
 
@@ -131,7 +137,9 @@ class Cells:
         )
 
     def plan_pass2(self) -> None:
-        """Find the histogram bins holding every rank a percentile needs."""
+        """The means; the histogram bins holding every rank a percentile needs."""
+        counted = self.n > 0
+        self.mean[counted] = (self.shift[:, None] + self.s / np.maximum(self.n, 1))[counted]
         targets = np.zeros(len(self.n) * self.groups * BINS, dtype=bool)
         for c in range(len(self._keys)):
             for g in range(self.groups):
@@ -150,15 +158,18 @@ class Cells:
         self, series: np.ndarray, day: np.ndarray, sidx: np.ndarray, value: np.ndarray
     ) -> None:
         assert self._targets is not None, "plan_pass2 first"
-        cell = self._cells(series, day, grow=False)
+        cell = self._cells(series, day, value, grow=False)
         bins = self._bins(series, value)
+        cap = len(self.n)
         for g, rows in self._groups_of(sidx):
             c = cell if rows is None else cell[rows]
             b = bins if rows is None else bins[rows]
+            v = value if rows is None else value[rows]
+            deviation = v - self.mean[c, g]
+            self.ss[:, g] += np.bincount(c, weights=deviation * deviation, minlength=cap)
             flat = (c * self.groups + g) * BINS + b
             hit = self._targets[flat]
             if hit.any():
-                v = value if rows is None else value[rows]
                 self._found.append((flat[hit], v[hit]))
 
     # results ----------------------------------------------------------------
@@ -185,7 +196,7 @@ class Cells:
                 if not n:
                     continue
                 everyone = g == self.groups - 1
-                s, ss = float(self.s[c, g]), float(self.ss[c, g])
+                ss = float(self.ss[c, g])
                 cum = np.cumsum(self.hist[c, g])
 
                 def order_statistic(r: int, c: int = c, g: int = g, cum: np.ndarray = cum) -> float:
@@ -199,8 +210,8 @@ class Cells:
                     "group": None if everyone else g,
                     "subjects": int(subjects[c, g]),
                     "n": n,
-                    "mean": float(self.mid[series]) + s / n,
-                    "sd": math.sqrt(max(ss - s * s / n, 0.0) / (n - 1)) if n > 1 else None,
+                    "mean": float(self.mean[c, g]),
+                    "sd": math.sqrt(ss / (n - 1)) if n > 1 else None,
                 }
                 for q in QUANTILES:
                     pos = q * (n - 1)
