@@ -1,13 +1,18 @@
-"""Group derivation and a Parquet export at scale: seconds and peak RSS.
+"""Group derivation, a Parquet export, an audience and statistics at scale:
+seconds and peak RSS.
 
     python -m bench.flows [--subjects 10000] [--days 90]
 
 Seeds a scratch database in SQL (generate_series): every subject has
-collection, analytics and research consent and about six reading rows a day
-(heart rate x2, blood pressure (2 rows), steps, SpO2), some lapsing for the
-last 15 days: ~5.3M rows for 10k subjects over 90 days. Each phase runs in
-its own process so its peak RSS is its own (the database server's memory is
-not included). Targets (issue 5): groups < 60 s, export RSS < 500 MB.
+collection, analytics, research and marketing consent and about six reading
+rows a day (heart rate x2, blood pressure (2 rows), steps, SpO2), some
+lapsing for the last 15 days: ~5.3M rows for 10k subjects over 90 days; one
+partner (region FI, purpose marketing). Each phase runs in its own process
+so its peak RSS is its own (the database server's memory is not included):
+groups, export (region FI: everyone), audience (the largest group, for the
+partner: pseudonyms, log), statistics (region FI, weekly cells by group).
+Targets: groups < 60 s, export RSS < 500 MB (issue 5); audience and
+statistics each < 60 s and < 500 MB (issue 13).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from pathlib import Path
 import psycopg
 
 from bench.common import SECRET_KEY, peak_rss_mb, scratch_database
-from store import registry
+from store import partners, registry
 
 SEED_SUBJECTS = """
 INSERT INTO subjects (subject_id, residency)
@@ -34,7 +39,8 @@ FROM generate_series(1, %(subjects)s) AS i
 SEED_CONSENTS = """
 INSERT INTO consents (consent_id, subject_id, purpose, granted_by)
 SELECT gen_random_uuid(), s.subject_id, p, 'bench'
-FROM subjects s CROSS JOIN unnest(ARRAY['collection', 'analytics', 'research']) AS p
+FROM subjects s
+CROSS JOIN unnest(ARRAY['collection', 'analytics', 'research', 'marketing']) AS p
 """
 SEED_READINGS = """
 WITH s AS (SELECT subject_id, row_number() OVER (ORDER BY subject_id) AS n FROM subjects),
@@ -64,12 +70,21 @@ FROM base b CROSS JOIN LATERAL (VALUES
 """
 
 
+LARGEST_GROUP = """
+SELECT g.group_key, (SELECT partner_id FROM partners ORDER BY name LIMIT 1)
+FROM group_memberships g WHERE g.valid_until IS NULL
+GROUP BY g.group_key ORDER BY count(*) DESC, g.group_key LIMIT 1
+"""
+PHASES = ("groups", "export", "audience", "statistics")
+
+
 def seed(url: str, subjects: int, days: int) -> int:
     started = time.perf_counter()
     with psycopg.connect(url) as conn:
         provider = registry.add_provider(
             conn, SECRET_KEY.encode(), "bench", ["heart-rate"], "bench"
         )
+        partners.add_partner(conn, "bench-partner", "FI", ["marketing"], None, "bench")
         conn.execute(SEED_SUBJECTS, {"subjects": subjects})
         conn.execute(SEED_CONSENTS)
         conn.execute(SEED_READINGS, {"days": days, "provider_id": provider["provider_id"]})
@@ -91,16 +106,28 @@ def phase(name: str, url: str, out: Path) -> dict[str, object]:
     from flows.common import quiet_prefect_env
 
     quiet_prefect_env()  # before prefect is imported
+    from flows.audience import run_audience
     from flows.export import run_export
     from flows.groups import derive_groups
+    from flows.statistics import run_statistics
 
+    if name == "audience":  # the largest group, for the partner
+        with psycopg.connect(url) as conn:
+            group, partner_id = conn.execute(LARGEST_GROUP).fetchone()  # type: ignore[misc]
     started = time.perf_counter()
+    summary: dict[str, object]
     if name == "groups":
         result = derive_groups(url, actor="bench")
         summary = {"subjects": result["subjects"], "memberships_started": result["started"]}
-    else:
+    elif name == "export":
         result = run_export(url, SECRET_KEY.encode(), out, "FI", actor="bench")
         summary = {"rows": result["rows"], "subjects": result["subjects"], "files": result["files"]}
+    elif name == "audience":
+        result = run_audience(url, SECRET_KEY.encode(), out, group, str(partner_id), actor="bench")
+        summary = {"group": group, "members": result["members"]}
+    else:
+        result = run_statistics(url, out, "FI", period="week", actor="bench")
+        summary = {"cells": result["cells"], "suppressed_cells": result["suppressed_cells"]}
     return {
         "phase": name,
         "seconds": round(time.perf_counter() - started, 2),
@@ -113,7 +140,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--subjects", type=int, default=10_000)
     parser.add_argument("--days", type=int, default=90)
-    parser.add_argument("--phase", choices=["groups", "export"], help=argparse.SUPPRESS)
+    parser.add_argument("--phase", choices=PHASES, help=argparse.SUPPRESS)
     parser.add_argument("--url", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -126,7 +153,7 @@ def main() -> None:
         with scratch_database("vitals_bench_flows") as url:
             rows = seed(url, args.subjects, args.days)
             results = []
-            for name in ("groups", "export"):
+            for name in PHASES:
                 done = subprocess.run(
                     [
                         sys.executable,
@@ -146,7 +173,7 @@ def main() -> None:
                 results.append(json.loads(done.stdout.strip().splitlines()[-1]))
         for r in results:
             print(
-                f"{r['phase']:>7}: {rows:,} readings in the database, {r['seconds']} s, "
+                f"{r['phase']:>10}: {rows:,} readings in the database, {r['seconds']} s, "
                 f"peak RSS {r['peak_rss_mb']} MB  {json.dumps(r)}"
             )
     finally:

@@ -29,7 +29,7 @@ BENCHES = {
     "writer": "gate + writer vs raw COPY (issue 2)",
     "mqtt": "MQTT end to end vs raw COPY and a naive ingester (issue 4)",
     "http": "HTTP end to end vs raw COPY, single-request latency (issue 3)",
-    "flows": "group derivation and export at 5M+ readings (issue 5)",
+    "flows": "groups, export (issue 5), audience and statistics (issue 13) at 5M+ readings",
 }
 
 ANALYSIS = """\

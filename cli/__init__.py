@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from collections.abc import Sequence
 
-from cli import admin, flows, registry, rights, transports
+from cli import admin, flows, purposes, registry, rights, transports
 from cli.output import Groups, say
 from core.errors import InputError, SettingsError, StorageError
 from core.settings import Settings
@@ -31,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     transports.register(sub, groups)
     registry.register(groups)
     rights.register(groups)
+    purposes.register(groups)
     flows.register(groups)
     return parser
 

@@ -124,7 +124,9 @@ def register(groups: Groups) -> None:
     p = consent.add_parser("grant", help="record a consent")
     p.add_argument("subject_id")
     p.add_argument(
-        "--purpose", required=True, choices=["collection", "location", "analytics", "research"]
+        "--purpose",
+        required=True,
+        choices=["collection", "location", "analytics", "research", "marketing"],
     )
     p.add_argument("--provider")
     p.add_argument("--types", type=csv_list)

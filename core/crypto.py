@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import uuid
 
 from cryptography.fernet import Fernet, InvalidToken
 from cryptography.hazmat.primitives import hashes
@@ -18,6 +19,14 @@ def subkey(master: bytes, purpose: str) -> bytes:
     return HKDF(
         algorithm=hashes.SHA256(), length=32, salt=b"vitals/v1", info=purpose.encode()
     ).derive(master)
+
+
+def partner_key(master: bytes, partner_id: str | uuid.UUID) -> bytes:
+    """The pseudonym key of one partner, derived from the master key and never
+    stored: `core.outputs.pseudonym(partner_key(...), subject)` names a person
+    the same way in everything that partner receives (audiences, disclosures,
+    notices), and differently for every other partner."""
+    return subkey(master, f"partner-pseudonym:{uuid.UUID(str(partner_id))}")
 
 
 def _fernet(master: bytes) -> Fernet:

@@ -9,11 +9,14 @@ each file is listed in the output's `_manifest.json` with its rows and sha256
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import os
+import shutil
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -87,3 +90,43 @@ def write_manifest(root: Path, manifest: dict[str, Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, root / MANIFEST)
+
+
+class Staging:
+    """An output directory written as `<parent>/.tmp-<name>` and renamed to
+    `<parent>/<name>` by `publish()` (see `staging`)."""
+
+    def __init__(self, parent: Path) -> None:
+        self.parent = private_dir(Path(parent).resolve())
+        self.tmp: Path | None = None
+        self.final: Path | None = None
+        self.published = False
+
+    def begin(self, name: str) -> Path:
+        """Create the temp directory (0700) for output `name`; returns it."""
+        self.tmp, self.final = self.parent / f".tmp-{name}", self.parent / name
+        self.tmp.mkdir(mode=DIR_MODE)
+        os.chmod(self.tmp, DIR_MODE)
+        return self.tmp
+
+    def publish(self) -> Path:
+        """Rename the finished directory (manifest written) into place."""
+        assert self.tmp is not None and self.final is not None
+        os.rename(self.tmp, self.final)
+        self.published = True
+        return self.final
+
+
+@contextlib.contextmanager
+def staging(parent: Path) -> Iterator[Staging]:
+    """A `Staging` under `parent`. If the block fails, what it wrote goes:
+    the temp directory, or the published one (the run's record did not
+    commit, so nobody may find it)."""
+    out = Staging(parent)
+    try:
+        yield out
+    except BaseException:
+        doomed = out.final if out.published else out.tmp
+        if doomed is not None:
+            shutil.rmtree(doomed, ignore_errors=True)
+        raise

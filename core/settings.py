@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # The purge queue (erasure, research withdrawal, residency correction) is
     # worked off where the exports are: by the flows runner, every 10 minutes.
     purge_cron: str = "*/10 * * * *"
+    # Statistics (EU region, weekly cells) every Monday at 04:00.
+    statistics_cron: str = "0 4 * * 1"
+    # Differential privacy: the epsilon a dataset (statistics of one region) may
+    # spend in total over every `--epsilon` run; None: recorded, not capped.
+    statistics_epsilon_budget: float | None = Field(default=None, gt=0)
 
     @field_validator("retention_days_default", "relationship_grace_days")
     @classmethod

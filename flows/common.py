@@ -55,3 +55,16 @@ def transient_failure(task: Any, task_run: Any, state: Any) -> bool:
     except Exception:
         return False
     return False
+
+
+def notify_late_objections(database_url: str, master: bytes, run_id: str) -> int:
+    """After an audience for a partner or a disclosure committed: objections its
+    snapshot could not see, by people it went out with, owe the partner a
+    notice (`store.disclosures.notify_late_objections`). Owns its transaction."""
+    from store import disclosures
+    from store.db import connect, translate_errors
+
+    with translate_errors(), connect(database_url) as conn:
+        added = disclosures.notify_late_objections(conn, master, run_id)
+        conn.commit()
+    return added

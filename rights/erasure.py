@@ -15,7 +15,7 @@ from core import crypto
 from core.errors import NotFound
 from core.outputs import pseudonym as export_pseudonym
 from rights.encode import plain
-from store import registry
+from store import disclosures, objections, registry
 from store import rights as queries
 from store.db import Connection, connect, translate_errors
 
@@ -89,6 +89,8 @@ def erase_subject(
         with conn.transaction():
             queries.lock_subject(conn, sid)
             counts = queries.erasure_delete_rest(conn, sid)
+            counts |= objections.erase(conn, sid)
+            counts |= disclosures.on_erasure(conn, master, sid, shash)
             queries.erasure_add_counts(conn, shash, counts)
         step("rest")
 

@@ -6,7 +6,7 @@ from typing import IO
 
 from core.errors import NotFound
 from rights.encode import dumps
-from store import registry
+from store import disclosures, objections, registry
 from store import rights as queries
 from store.db import Connection, translate_errors
 
@@ -23,6 +23,8 @@ def write_extract(conn: Connection, subject_id: str, out: IO[bytes], actor: str)
         if subject is None:
             raise NotFound("subject", subject_id)
         sections = queries.extract_sections(conn, sid)
+        sections["objections"] = objections.extract_rows(conn, sid)
+        sections["partner_disclosures"] = disclosures.extract_rows(conn, sid)
         out.write(b'{"format":"vitals-subject-extract/1","subject":' + dumps(subject))
         for key, rows in sections.items():
             out.write(b',"' + key.encode() + b'":' + dumps(rows))

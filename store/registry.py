@@ -24,7 +24,7 @@ from core.errors import InputError, NotFound
 from schemas.reading import TYPES
 from store.db import q
 
-PURPOSES = ("collection", "location", "analytics", "research")
+PURPOSES = ("collection", "location", "analytics", "research", "marketing")
 RESIDENCIES = ("FI", "EU")
 ROLES = ("admin", "dpo", "analyst")
 TOKEN_DAYS_DEFAULT = 90

@@ -21,7 +21,17 @@ from ingest.http.deps import Runtime
 from ingest.http.errors import install_handlers
 from ingest.http.middleware import PublicListener, RequestMetrics
 from ingest.http.models import MAX_ITEMS
-from ingest.http.routes import audit, exports, operations, providers, rights, subjects, tokens
+from ingest.http.routes import (
+    audit,
+    exports,
+    objections,
+    operations,
+    partners,
+    providers,
+    rights,
+    subjects,
+    tokens,
+)
 from ingest.http.signatures import PROVIDER_CACHE_TTL_S, ProviderCache
 from store.db import Pool
 
@@ -37,6 +47,8 @@ ROUTERS = (
     audit.router,
     exports.router,
     rights.router,
+    partners.router,
+    objections.router,
 )
 
 

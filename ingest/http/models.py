@@ -165,7 +165,7 @@ class SubjectIn(BaseModel):
 
 
 class ConsentIn(BaseModel):
-    purpose: Literal["collection", "location", "analytics", "research"]
+    purpose: Literal["collection", "location", "analytics", "research", "marketing"]
     provider_id: str | None = None
     types: list[str] | None = Field(None, examples=[["heart-rate"]])
     valid_from: datetime | None = Field(
@@ -191,3 +191,15 @@ class ReadingCorrection(BaseModel):
     provider_id: str
     reading_id: str
     action: Literal["erroneous", "valid", "delete"]
+
+
+class PartnerIn(BaseModel):
+    name: str = Field(examples=["Acme Insights"])
+    region: str = Field(examples=["EU"], description="EU or FI")
+    purposes: list[str] = Field(examples=[["marketing", "disclosure"]])
+    types: list[str] | None = Field(None, examples=[["heart-rate"]])
+
+
+class ObjectionIn(BaseModel):
+    purpose: str = Field(examples=["disclosure"], description="marketing, research or disclosure")
+    partner_id: str | None = Field(None, description="disclosure to this partner only")

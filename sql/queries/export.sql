@@ -22,7 +22,8 @@ SELECT now()
 
 -- name: export_consents
 -- Unwithdrawn research consents covering the cut-off, of subjects that may
--- go to this region: FI residents only to FI; nobody being erased.
+-- go to this region: FI residents only to FI; nobody being erased; nobody
+-- with an unlifted research objection (it beats every research consent).
 INSERT INTO export_consents (subject_id, provider_id, types)
 SELECT c.subject_id, c.provider_id, c.types
 FROM consents c
@@ -33,6 +34,10 @@ WHERE c.purpose = 'research'
   AND NOT EXISTS (SELECT 1 FROM consent_withdrawals w WHERE w.consent_id = c.consent_id)
   AND s.status <> 'erasing'
   AND (s.residency = %(region)s OR %(region)s = 'FI')
+  AND NOT EXISTS (
+      SELECT 1 FROM objections o
+      WHERE o.subject_id = c.subject_id AND o.purpose = 'research'
+        AND NOT EXISTS (SELECT 1 FROM objection_lifts l WHERE l.objection_id = o.objection_id))
 
 -- name: export_subject_ids
 SELECT DISTINCT subject_id FROM export_consents ORDER BY subject_id

@@ -219,7 +219,8 @@ WHERE export_id = %(export_id)s AND subject_id = %(subject_id)s
 -- name: purge_detect
 -- Subjects still in an export (not purged from it) who may no longer be
 -- there: no unwithdrawn research consent covering now (withdrawn, expired),
--- or FI residents in an export to region EU. Catches what raced an export.
+-- an unlifted research objection, or FI residents in an export to region EU.
+-- Catches what raced an export.
 INSERT INTO export_purge_queue (export_id, subject_id, cause)
 SELECT es.export_id, es.subject_id,
        CASE WHEN s.residency = 'FI' AND e.region = 'EU' THEN 'residency'
@@ -229,6 +230,11 @@ JOIN exports e USING (export_id)
 JOIN subjects s ON s.subject_id = es.subject_id
 WHERE es.purged_at IS NULL
   AND ((s.residency = 'FI' AND e.region = 'EU')
+       OR EXISTS (
+           SELECT 1 FROM objections o
+           WHERE o.subject_id = es.subject_id AND o.purpose = 'research'
+             AND NOT EXISTS (SELECT 1 FROM objection_lifts l
+                             WHERE l.objection_id = o.objection_id))
        OR NOT EXISTS (
            SELECT 1 FROM consents c
            WHERE c.subject_id = es.subject_id AND c.purpose = 'research'

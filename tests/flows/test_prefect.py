@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from cli import main
@@ -76,6 +77,7 @@ def test_deployments_carry_the_cron_schedules_from_settings() -> None:
         export_cron="45 1 * * *",
         retention_cron="5 4 * * *",
         purge_cron="*/5 * * * *",
+        statistics_cron="0 5 * * 2",
     )
     found = {
         d.name: ([s.schedule.cron for s in d.schedules], d.parameters)  # type: ignore[union-attr]
@@ -87,6 +89,13 @@ def test_deployments_carry_the_cron_schedules_from_settings() -> None:
         "vitals-retention-daily": (["5 4 * * *"], {"actor": "prefect:schedule"}),
         # The purge queue is worked off where the exports are (issue 2).
         "vitals-purge": (["*/5 * * * *"], {"actor": "prefect:schedule"}),
+        # Statistics weekly; audiences and disclosures on demand, with parameters (issue 13).
+        "vitals-statistics-weekly": (
+            ["0 5 * * 2"],
+            {"region": "EU", "period": "week", "actor": "prefect:schedule"},
+        ),
+        "vitals-audience": ([], {"actor": "prefect"}),
+        "vitals-disclosure": ([], {"actor": "prefect"}),
     }
 
 
@@ -143,3 +152,36 @@ def test_cli_runs_each_flow_and_prints_json(
     assert result["rows"] == 10 and result["subjects"] == 1 and result["region"] == "EU"
     assert Path(result["path"]) == (tmp_path / "out" / result["export_id"]).resolve()
     assert "export EU" in done.stderr and "rows" in done.stderr  # the progress bar
+
+
+def test_purpose_flows_run_through_prefect(
+    prefect_server: None,
+    db_url: str,
+    conn: psycopg.Connection,
+    master_key: bytes,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from flows.audience import audience_flow
+    from flows.disclosure import disclosure_flow
+    from flows.statistics import statistics_flow
+    from tests.flows.purposes_world import GROUP, build_world
+
+    world = build_world(conn, master_key, n=12)
+    monkeypatch.setenv("VITALS_DATABASE_URL", db_url)
+    monkeypatch.setenv("VITALS_SECRET_KEY", TEST_SECRET_KEY)
+    monkeypatch.setenv("VITALS_EXPORT_DIR", str(tmp_path))
+
+    state = audience_flow(group=GROUP, partner_id=world.partner_id("B"), return_state=True)
+    assert state.is_completed()
+    assert state.result()["members"] == len(world.audience(GROUP, "B"))
+
+    state = disclosure_flow(partner_id=world.partner_id("A"), return_state=True)
+    assert state.is_completed()
+    assert state.result()["rows"] == sum(world.disclosure("A").values())
+
+    state = statistics_flow(region="FI", min_subjects=2, epsilon=None, return_state=True)
+    assert state.is_completed()
+    assert state.result()["cells"] == sum(
+        v["subjects"] >= 2 for v in world.statistics("FI", "week").values()
+    )

@@ -127,5 +127,5 @@ def test_cli_registry_commands_and_exit_codes(cli_env: dict[str, str]) -> None:
         run("subject", "add", "--residency", "EU", "--link", f"{p1['provider_id']}:a").returncode
         == 1
     )  # that user ref is linked already: a refused input
-    assert run("consent", "grant", sid, "--purpose", "marketing").returncode == 2  # usage
+    assert run("consent", "grant", sid, "--purpose", "advertising").returncode == 2  # usage
     assert run("provider", "add", "p-three", "--types", "heart-rate,teleportation").returncode == 1
