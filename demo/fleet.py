@@ -121,3 +121,34 @@ def withdraw(db_url: str, devices: list[dict[str, Any]]) -> None:
         for d in devices:
             registry.withdraw_consent(conn, d["consents"]["collection"], "demo")
         conn.commit()
+
+
+PARTNER = ("acme-insights", "EU", ("marketing", "disclosure"), ("heart-rate", "blood-pressure"))
+
+
+def purposes(
+    db_url: str, master: bytes, devices: list[dict[str, Any]], rng: random.Random
+) -> dict[str, Any]:
+    """The v2 purposes: one partner (marketing and disclosure of heart rate and
+    blood pressure), marketing consent for about half of the subjects, and a
+    few objections (a marketing one, a disclosure one), in one transaction."""
+    from store import objections, partners
+
+    name, region, purposes_, types = PARTNER
+    with connect(db_url) as conn:
+        partner_id = partners.add_partner(conn, name, region, purposes_, types, "demo")[
+            "partner_id"
+        ]
+        marketing = [d for d in devices if rng.random() < 0.5]
+        for d in marketing:
+            registry.grant_consent(conn, d["subject"], "marketing", "demo")
+        objected = {"marketing": marketing[:3], "disclosure": devices[-4:]}
+        for purpose, who in objected.items():
+            for d in who:
+                objections.add_objection(conn, master, d["subject"], purpose, "demo")
+        conn.commit()
+    return {
+        "partner_id": partner_id,
+        "marketing_consents": len(marketing),
+        "objections": {k: len(v) for k, v in objected.items()},
+    }

@@ -108,6 +108,17 @@ def print_report(report: dict[str, Any]) -> None:
         lines.append(
             f"  export {region}: {e['rows']:,} rows, {e['subjects']} subjects → {e['path']}"
         )
+    p = report.get("purposes")
+    if p:
+        lines += [
+            f"  marketing audience of {p['group']}: {p['audience']['members']} members "
+            f"(own use), {p['partner_audience']['members']} for partner "
+            f"{p['partner_id']} → {p['audience']['path']}",
+            f"  disclosure to the partner: {p['disclosure']['rows']:,} rows of "
+            f"{p['disclosure']['subjects']} subjects → {p['disclosure']['path']}",
+            f"  statistics (EU, weekly, K=10): {p['statistics']['cells']} cells published, "
+            f"{p['statistics']['suppressed_cells']} suppressed → {p['statistics']['path']}",
+        ]
     lines += ["  try it with DuckDB:", f"    {report['duckdb_query']}"]
     lines += [f"    {row}" for row in report["duckdb_result"][:5]]
     lines.append(f"  chart: {report['chart']}")

@@ -70,6 +70,11 @@ def _run(settings: Settings, workdir: Path, stack: Stack, started: float) -> dic
 
     registered, devices = fleet.register(db_url, master, broker, rng)
     say(f"registered 3 providers and {fleet.DEVICES} subjects")
+    purposes = fleet.purposes(db_url, master, devices, rng)
+    say(
+        f"registered partner {fleet.PARTNER[0]}, {purposes['marketing_consents']} marketing "
+        f"consents and objections {purposes['objections']}"
+    )
 
     # Simulated readings for the last DAYS days, over MQTT and signed webhooks.
     batches, total = fleet.readings(rng, devices)
@@ -116,8 +121,38 @@ def _run(settings: Settings, workdir: Path, stack: Stack, started: float) -> dic
     report = build_report(
         db_url, groups, exports, ingest_started, ingest_seconds, total, workdir, withdrawal_at
     )
+    report["purposes"] = _purposes(db_url, master, export_dir, report["groups"], purposes)
     report["seconds"] = round(time.monotonic() - started, 1)
     return report
+
+
+def _purposes(
+    db_url: str,
+    master: bytes,
+    export_dir: Path,
+    group_sizes: dict[str, int],
+    registered: dict[str, Any],
+) -> dict[str, Any]:
+    """One marketing audience (own use and for the partner) of the largest group,
+    one disclosure to the partner and one statistics release (region EU)."""
+    from flows.audience import run_audience
+    from flows.disclosure import run_disclosure
+    from flows.statistics import run_statistics
+
+    group = max(group_sizes, key=lambda g: group_sizes[g]) if group_sizes else "engagement_regular"
+    partner_id = registered["partner_id"]
+    own = run_audience(db_url, master, export_dir, group, actor="demo")
+    theirs = run_audience(db_url, master, export_dir, group, partner_id, actor="demo")
+    disclosure = run_disclosure(db_url, master, export_dir, partner_id, actor="demo")
+    statistics = run_statistics(db_url, export_dir, "EU", period="week", actor="demo")
+    return {
+        **registered,
+        "group": group,
+        "audience": own,
+        "partner_audience": theirs,
+        "disclosure": disclosure,
+        "statistics": statistics,
+    }
 
 
 def main(settings: Settings) -> int:
