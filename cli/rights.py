@@ -10,7 +10,10 @@ from core.settings import Settings
 
 
 def cmd_subject_export(args: argparse.Namespace, settings: Settings) -> int:
-    from rights.extract import write_extract
+    if args.format == "fhir":
+        from rights.fhir import write_fhir_extract as write_extract
+    else:
+        from rights.extract import write_extract
 
     with connect(settings) as conn:
         if args.out:
@@ -46,6 +49,12 @@ def register(groups: Groups) -> None:
     p = subject.add_parser("export", help="machine-readable extract of a subject's data")
     p.add_argument("subject_id")
     p.add_argument("--out", help="write the JSON document here (default: stdout)")
+    p.add_argument(
+        "--format",
+        choices=("json", "fhir"),
+        default="json",
+        help="json (default): the vitals extract; fhir: a FHIR R4 Bundle (type collection)",
+    )
     p.set_defaults(func=cmd_subject_export)
     p = subject.add_parser("erase", help="erase a subject everywhere (resumable)")
     p.add_argument("subject_id")

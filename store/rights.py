@@ -53,12 +53,17 @@ def extract_sections(conn: psycopg.Connection, subject_id: uuid.UUID) -> dict[st
 
 
 def stream_readings(
-    conn: psycopg.Connection, subject_id: uuid.UUID, size: int = 5_000
+    conn: psycopg.Connection, subject_id: uuid.UUID, size: int = 5_000, by_reading: bool = False
 ) -> Iterator[dict[str, Any]]:
-    """The subject's readings through a server-side cursor: bounded memory."""
+    """The subject's readings through a server-side cursor: bounded memory.
+
+    `by_reading`: the component rows of one reading come one after another
+    (ordered by time, provider, reading id, component), for the FHIR extract.
+    """
+    name = "extract_readings_by_reading" if by_reading else "extract_readings"
     with conn.cursor(name=f"extract_{uuid.uuid4().hex[:8]}", row_factory=dict_row) as cur:
         cur.itersize = size
-        cur.execute(q("extract_readings"), {"subject_id": subject_id})
+        cur.execute(q(name), {"subject_id": subject_id})
         yield from cur
 
 

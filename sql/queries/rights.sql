@@ -8,6 +8,14 @@ SELECT reading_id, provider_id, type, component, effective_time, value, unit,
 FROM readings WHERE subject_id = %(subject_id)s
 ORDER BY effective_time, reading_id, component
 
+-- name: extract_readings_by_reading
+-- The same rows, the components of one reading adjacent (the FHIR extract
+-- writes one Observation per reading).
+SELECT reading_id, provider_id, type, component, effective_time, value, unit,
+       orig_value, orig_unit, latitude, longitude, received_at, erroneous
+FROM readings WHERE subject_id = %(subject_id)s
+ORDER BY effective_time, provider_id, reading_id, type, component
+
 -- name: extract_groups
 SELECT group_key, rule_version, evidence, valid_from, valid_until, end_reason
 FROM group_memberships WHERE subject_id = %(subject_id)s

@@ -7,27 +7,45 @@ from __future__ import annotations
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Annotated
 
-from fastapi import APIRouter, Response
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
+from core.errors import InputError
 from ingest.http.deps import AsDpo, RuntimeDep, Tx
 from ingest.http.errors import json_response
 from ingest.http.models import ReadingCorrection, SubjectCorrection
-from rights import correction, erasure, extract, purge
+from rights import correction, erasure, extract, fhir, purge
 
 router = APIRouter(prefix="/v1", tags=["subject rights"])
 _SPOOL_BYTES = 8 << 20  # extracts larger than this go through a temp file
+_FORMATS = {
+    "json": (extract.write_extract, "application/json", "json"),
+    "fhir": (fhir.write_fhir_extract, "application/fhir+json", "fhir.json"),
+}
 
 
 @router.get(
     "/subjects/{subject_id}/export",
     summary="Access extract: everything held about the subject, as one JSON document",
+    description="`format=json` (default): the vitals extract. `format=fhir`: a FHIR R4 "
+    "`Bundle` of type `collection` (`application/fhir+json`): a `Patient` with only the "
+    "subject id, an `Observation` per reading, a `Consent` per consent and per objection. "
+    'Another format answers 400 `{"error": "invalid_format"}`.',
 )
-def export_subject(subject_id: str, who: AsDpo, conn: Tx) -> Response:
+def export_subject(
+    subject_id: str,
+    who: AsDpo,
+    conn: Tx,
+    format: Annotated[str, Query(description="json (default) or fhir")] = "json",  # noqa: A002
+) -> Response:
+    if format not in _FORMATS:
+        raise InputError("invalid_format", f"format must be one of {', '.join(_FORMATS)}")
+    write, media_type, suffix = _FORMATS[format]
     spool = tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES)  # noqa: SIM115
     try:
-        extract.write_extract(conn, subject_id, spool, actor=who.actor)
+        write(conn, subject_id, spool, actor=who.actor)
     except BaseException:
         spool.close()
         raise
@@ -39,8 +57,8 @@ def export_subject(subject_id: str, who: AsDpo, conn: Tx) -> Response:
 
     return StreamingResponse(
         chunks(),
-        media_type="application/json",
-        headers={"Content-Disposition": f'attachment; filename="subject-{subject_id}.json"'},
+        media_type=media_type,
+        headers={"Content-Disposition": f'attachment; filename="subject-{subject_id}.{suffix}"'},
     )
 
 
