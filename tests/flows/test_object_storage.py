@@ -294,3 +294,15 @@ def test_s3_server_env_is_what_the_flows_use(s3: S3Server) -> None:
     """The fixture's bucket is reachable through the standard variables alone."""
     fs, base = fs_of(s3.url("probe"))
     assert fs.get_file_info(s3.bucket).type == pafs.FileType.Directory
+
+
+def test_the_export_root_is_visible_where_the_bucket_is_reachable(
+    s3: S3Server, tmp_path: Path
+) -> None:
+    """`POST /v1/exports/purge` purges itself where it sees the root (`visible`)."""
+    from core.outputs import visible
+
+    assert visible(s3.url("not/yet/written"))
+    assert not visible("s3://no-such-bucket-here/prefix")
+    assert not visible(tmp_path / "not-mounted")
+    assert visible(tmp_path)
