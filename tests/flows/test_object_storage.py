@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -288,6 +289,26 @@ def test_audience_disclosure_statistics_on_s3(
     assert (
         cells.to_pylist() == pq.read_table(Path(local["path"]) / "statistics.parquet").to_pylist()
     )
+
+
+def test_readme_s3_examples_run_on_real_outputs(
+    db_url: str, world: World, master_key: bytes, s3_export_dir: str
+) -> None:
+    """The README's pandas, Polars and DuckDB (via pyarrow) examples, as written."""
+    export = run_export(db_url, master_key, s3_export_dir, "EU")
+    audience = run_audience(db_url, master_key, s3_export_dir, GROUP)
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Outputs on object storage (S3)", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, flags=re.S)
+    assert len(blocks) == 3
+    for block in blocks:
+        namespace: dict[str, Any] = {"EXPORT": export["path"], "AUDIENCE": audience["path"]}
+        exec(block, namespace)  # noqa: S102 (our own README)
+        readings = namespace["readings"]  # a pyarrow dataset (for DuckDB) or a frame
+        rows = readings.count_rows() if isinstance(readings, ds.Dataset) else len(readings)
+        assert rows == export["rows"] > 0
+        if "members" in namespace:
+            assert len(namespace["members"]) == audience["members"]
 
 
 def test_s3_server_env_is_what_the_flows_use(s3: S3Server) -> None:
