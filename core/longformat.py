@@ -13,7 +13,6 @@ from __future__ import annotations
 import io
 import re
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
@@ -21,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from core.outputs import file_entry, private_dir, private_file
+from core.outputs import OutputRoot, file_entry
 
 Progress = Callable[[int], None]
 
@@ -91,7 +90,7 @@ class CopyStream(io.RawIOBase):
 class PartitionWriter:
     """Readings arrive ordered by (type, date): one ParquetWriter open at a time."""
 
-    def __init__(self, root: Path, rows_per_file: int, rows_per_group: int) -> None:
+    def __init__(self, root: OutputRoot, rows_per_file: int, rows_per_group: int) -> None:
         self.root = root
         self.rows_per_file = rows_per_file
         self.rows_per_group = rows_per_group
@@ -99,7 +98,7 @@ class PartitionWriter:
         self._key: tuple[str, str] | None = None
         self._part = 0
         self._writer: pq.ParquetWriter | None = None
-        self._path: Path | None = None
+        self._path: str | None = None
         self._file_rows = 0
         self._pending: list[pa.Table] = []
         self._pending_rows = 0
@@ -128,9 +127,13 @@ class PartitionWriter:
         if self._writer is None:
             assert self._key is not None
             type_, date = self._key
-            directory = private_dir(self.root / "readings" / f"type={type_}" / f"date={date}")
-            self._path = private_file(directory / f"part-{self._part:05d}.parquet")
-            self._writer = pq.ParquetWriter(self._path, READINGS_SCHEMA, compression="zstd")
+            self._path = f"readings/type={type_}/date={date}/part-{self._part:05d}.parquet"
+            self._writer = pq.ParquetWriter(
+                self.root.create(self._path),
+                READINGS_SCHEMA,
+                compression="zstd",
+                filesystem=self.root.fs,
+            )
         self._writer.write_table(pa.concat_tables(self._pending))
         self._file_rows += self._pending_rows
         self._pending, self._pending_rows = [], 0
@@ -149,7 +152,7 @@ class PartitionWriter:
 
 def write_readings(
     chunks: Iterator[Any],
-    root: Path,
+    root: OutputRoot,
     progress: Progress | None = None,
     block_size: int = 1 << 20,
     rows_per_file: int = 1_000_000,

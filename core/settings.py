@@ -37,7 +37,9 @@ class Settings(BaseSettings):
     admin_token: SecretStr | None = None
     # Password `vitals db app-role` gives the application's database role.
     app_database_password: SecretStr | None = None
-    export_dir: Path = Path("./exports")
+    # A local directory (a Path) or an `s3://bucket/prefix` URL (a str; endpoint,
+    # region and credentials from the standard AWS_* variables).
+    export_dir: Path | str = Path("./exports")
 
     # MQTT ingester: instance id ("auto": lowest free number locked in
     # mqtt_instance_dir), session expiry (seconds the broker keeps a vanished
@@ -70,6 +72,17 @@ class Settings(BaseSettings):
     # Differential privacy: the epsilon a dataset (statistics of one region) may
     # spend in total over every `--epsilon` run; None: recorded, not capped.
     statistics_epsilon_budget: float | None = Field(default=None, gt=0)
+
+    @field_validator("export_dir", mode="before")
+    @classmethod
+    def _export_dir(cls, v: object) -> Path | str:
+        if isinstance(v, str) and v.startswith("s3://"):
+            if not v[len("s3://") :].strip("/"):
+                raise ValueError("an s3:// export dir needs a bucket: s3://bucket/prefix")
+            return v.rstrip("/")
+        if isinstance(v, str | Path):
+            return Path(v)
+        raise ValueError("a directory or an s3://bucket/prefix URL")
 
     @field_validator("retention_days_default", "relationship_grace_days")
     @classmethod

@@ -40,8 +40,8 @@ from prefect.cache_policies import NO_CACHE
 from core.errors import InputError
 from core.outputs import (
     PSEUDONYM_CHARS,
+    OutputRoot,
     file_entry,
-    private_file,
     schema_doc,
     staging,
     write_manifest,
@@ -81,7 +81,7 @@ def _partner(database_url: str, partner_id: str) -> dict[str, Any]:
 def run_audience(
     database_url: str,
     master: bytes,
-    export_dir: Path,
+    export_dir: Path | str,
     group: str,
     partner_id: str | None = None,
     *,
@@ -99,24 +99,26 @@ def run_audience(
         return partners.partner_pseudonym(master, pid, sid) if pid else str(sid)
 
     with (
-        staging(Path(export_dir) / "audiences") as out,
+        staging(OutputRoot.at(export_dir).child("audiences")) as out,
         export_snapshot(database_url) as (conn, cutoff),
     ):
         audience_id = f"{cutoff:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
         root = out.begin(audience_id)
         members = queries.select_members(conn, cutoff, group, pid, region)
         queries.name_members(conn, name, batch_rows)
-        path = private_file(root / "members.parquet")
+        path = "members.parquet"
         written = 0
         with (
-            pq.ParquetWriter(path, MEMBERS_SCHEMA, compression="zstd") as writer,
+            pq.ParquetWriter(
+                root.create(path), MEMBERS_SCHEMA, compression="zstd", filesystem=root.fs
+            ) as writer,
             queries.members(conn, batch_rows) as batches,
         ):
             for batch in batches:
                 writer.write_table(pa.table({"member": batch}, schema=MEMBERS_SCHEMA))
                 written += len(batch)
         assert written == members
-        final = str(out.parent / audience_id)
+        final = out.location
         write_manifest(
             root,
             {

@@ -33,7 +33,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.errors import InputError
 from core.longformat import READINGS_SCHEMA, Progress, write_readings
-from core.outputs import PSEUDONYM_CHARS, private_dir, schema_doc, staging, write_manifest
+from core.outputs import PSEUDONYM_CHARS, OutputRoot, schema_doc, staging, write_manifest
 from flows import common
 from store import disclosures as queries
 from store import partners
@@ -55,7 +55,7 @@ RULES = [
 def run_disclosure(
     database_url: str,
     master: bytes,
-    export_dir: Path,
+    export_dir: Path | str,
     partner_id: str,
     *,
     actor: str = "flows.disclosure",
@@ -72,7 +72,7 @@ def run_disclosure(
     pid, region, types = partner["partner_id"], partner["region"], list(partner["types"])
 
     with (
-        staging(Path(export_dir) / "disclosures") as out,
+        staging(OutputRoot.at(export_dir).child("disclosures")) as out,
         export_snapshot(database_url) as (conn, cutoff),
     ):
         disclosure_id = f"{cutoff:%Y%m%dT%H%M%SZ}-{secrets.token_hex(4)}"
@@ -81,11 +81,11 @@ def run_disclosure(
         queries.load_pseudonyms(
             conn, {sid: partners.partner_pseudonym(master, pid, sid) for sid in ids}
         )
-        private_dir(root / "readings")
+        root.ensure("readings")
         with queries.readings_csv(conn, cutoff, types) as chunks:
             files, _seen = write_readings(chunks, root, progress, block_size, rows_per_file)
         rows = sum(f["rows"] for f in files)
-        final = str(out.parent / disclosure_id)
+        final = out.location
         subjects = queries.record_disclosure(
             conn,
             disclosure_id=disclosure_id,

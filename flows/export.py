@@ -12,7 +12,8 @@ their subject id under a fresh random per-export salt, kept in a temp table.
 Readings stream out of PostgreSQL with COPY, ordered by type and time, are
 parsed in blocks by pyarrow's CSV reader and written one partition at a
 time: memory stays bounded whatever the size. Files go to a temp directory
-that is renamed into place only when complete; the export, the subjects it
+that is renamed into place only when complete (on S3, written in place with
+the manifest last: `core.outputs.staging`); the export, the subjects it
 disclosed and an audit row are recorded in the same transaction. The SQL
 (snapshot, lock, COPY streams, the record) is in `store.exports`.
 
@@ -25,8 +26,9 @@ its commit, and erasure takes it exclusively before marking a subject
 'erasing': an export either leaves an erased subject out, or commits first and
 the erasure queues it for purge.
 
-Files are created 0600 and directories 0700 (`private_file`, `private_dir`):
-exports hold health data of people.
+Locally files are created 0600 and directories 0700 (`core.outputs`):
+exports hold health data of people. `export_dir` may be an `s3://bucket/prefix`
+URL; the recorded path is then the export's URL.
 
 For the purge (`vitals export purge`): the salt is stored encrypted in
 `exports.salt_enc` (`export_salt` + `pseudonym` find a subject's rows again),
@@ -35,9 +37,7 @@ and `file_entry` / `write_manifest` rewrite a manifest after files change.
 
 from __future__ import annotations
 
-import os
 import secrets
-import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,13 +51,12 @@ from core import crypto
 from core.errors import InputError
 from core.longformat import READINGS_SCHEMA, UTC_US, Progress, write_readings
 from core.outputs import (
-    DIR_MODE,
     PSEUDONYM_CHARS,
+    OutputRoot,
     file_entry,
-    private_dir,
-    private_file,
     pseudonym,
     schema_doc,
+    staging,
     write_manifest,
 )
 from flows import common
@@ -94,13 +93,15 @@ def _evidence_types() -> dict[str, list[str] | None]:
 
 
 def _write_groups(
-    conn: Connection, root: Path, cutoff: datetime, batch_rows: int = 10_000
+    conn: Connection, root: OutputRoot, cutoff: datetime, batch_rows: int = 10_000
 ) -> tuple[list[dict[str, Any]], set[str]]:
-    path = private_file(private_dir(root / "groups") / "part-00000.parquet")
+    path = "groups/part-00000.parquet"
     seen: set[str] = set()
     rows = 0
     with (
-        pq.ParquetWriter(path, GROUPS_SCHEMA, compression="zstd") as writer,
+        pq.ParquetWriter(
+            root.create(path), GROUPS_SCHEMA, compression="zstd", filesystem=root.fs
+        ) as writer,
         queries.group_memberships(conn, cutoff, _evidence_types(), batch_rows) as batches,
     ):
         for chunk in batches:
@@ -118,7 +119,7 @@ def _write_groups(
 def run_export(
     database_url: str,
     master: bytes,
-    export_dir: Path,
+    export_dir: Path | str,
     region: str = "EU",
     *,
     actor: str = "flows.export",
@@ -130,96 +131,86 @@ def run_export(
     """Write one export and record it; returns export_id, path, rows, subjects, ..."""
     if region not in REGIONS:
         raise InputError("invalid_region", f"region must be FI or EU, not {region!r}")
-    export_dir = private_dir(Path(export_dir).resolve())
     salt = secrets.token_bytes(32)
-    tmp: Path | None = None
-    final: Path | None = None
-    try:
-        # The shared erasure lock is held from before the snapshot until after
-        # its commit (store.exports.export_snapshot).
-        with queries.export_snapshot(database_url) as (conn, cutoff):
-            export_id = f"{cutoff:%Y%m%dT%H%M%SZ}-{region.lower()}-{secrets.token_hex(4)}"
-            ids = queries.eligible_subjects(conn, cutoff, region)
-            by_pseudonym = {pseudonym(salt, sid): sid for sid in ids}
-            queries.load_pseudonyms(conn, by_pseudonym)
+    # The shared erasure lock is held from before the snapshot until after
+    # its commit (store.exports.export_snapshot).
+    with (
+        staging(export_dir) as out,
+        queries.export_snapshot(database_url) as (conn, cutoff),
+    ):
+        export_id = f"{cutoff:%Y%m%dT%H%M%SZ}-{region.lower()}-{secrets.token_hex(4)}"
+        ids = queries.eligible_subjects(conn, cutoff, region)
+        by_pseudonym = {pseudonym(salt, sid): sid for sid in ids}
+        queries.load_pseudonyms(conn, by_pseudonym)
 
-            tmp = export_dir / f".tmp-{export_id}"
-            tmp.mkdir(mode=DIR_MODE)
-            os.chmod(tmp, DIR_MODE)
-            private_dir(tmp / "readings")
-            with queries.readings_csv(conn, cutoff) as chunks:
-                files, seen = write_readings(chunks, tmp, progress, block_size, rows_per_file)
-            group_files, group_seen = _write_groups(conn, tmp, cutoff)
-            disclosed = sorted(by_pseudonym[p] for p in seen | group_seen)
-            rows = sum(f["rows"] for f in files)
-            group_rows = sum(f["rows"] for f in group_files)
-            final = export_dir / export_id
-            result = {
+        root = out.begin(export_id)
+        root.ensure("readings")
+        with queries.readings_csv(conn, cutoff) as chunks:
+            files, seen = write_readings(chunks, root, progress, block_size, rows_per_file)
+        group_files, group_seen = _write_groups(conn, root, cutoff)
+        disclosed = sorted(by_pseudonym[p] for p in seen | group_seen)
+        rows = sum(f["rows"] for f in files)
+        group_rows = sum(f["rows"] for f in group_files)
+        final = out.location
+        result = {
+            "export_id": export_id,
+            "path": final,
+            "region": region,
+            "cutoff": cutoff.isoformat(),
+            "rows": rows,
+            "group_rows": group_rows,
+            "subjects": len(disclosed),
+            "files": len(files) + len(group_files),
+        }
+        write_manifest(
+            root,
+            {
+                "format": FORMAT,
                 "export_id": export_id,
-                "path": str(final),
                 "region": region,
                 "cutoff": cutoff.isoformat(),
-                "rows": rows,
-                "group_rows": group_rows,
-                "subjects": len(disclosed),
-                "files": len(files) + len(group_files),
-            }
-            write_manifest(
-                tmp,
-                {
-                    "format": FORMAT,
-                    "export_id": export_id,
-                    "region": region,
-                    "cutoff": cutoff.isoformat(),
-                    "created_at": datetime.now(UTC).isoformat(),
-                    "consent": "unwithdrawn research consent covering the cut-off; "
-                    "FI residents only in exports to region FI",
-                    "pseudonym": "HMAC-SHA256 of the subject under a random per-export "
-                    f"salt, first {PSEUDONYM_CHARS} hex chars; stable within this "
-                    "export only",
-                    "partitioning": "readings/type=<type>/date=<YYYY-MM-DD> (hive, UTC dates)",
-                    "schema": {
-                        "readings": schema_doc(READINGS_SCHEMA),
-                        "groups": schema_doc(GROUPS_SCHEMA),
-                    },
-                    "rows": {"readings": rows, "groups": group_rows},
-                    "subject_count": len(disclosed),
-                    "files": files + group_files,
-                    "purged_at": None,
+                "created_at": datetime.now(UTC).isoformat(),
+                "consent": "unwithdrawn research consent covering the cut-off; "
+                "FI residents only in exports to region FI",
+                "pseudonym": "HMAC-SHA256 of the subject under a random per-export "
+                f"salt, first {PSEUDONYM_CHARS} hex chars; stable within this "
+                "export only",
+                "partitioning": "readings/type=<type>/date=<YYYY-MM-DD> (hive, UTC dates)",
+                "schema": {
+                    "readings": schema_doc(READINGS_SCHEMA),
+                    "groups": schema_doc(GROUPS_SCHEMA),
                 },
-            )
-            queries.record_export(
-                conn,
-                export_id=export_id,
-                region=region,
-                cutoff=cutoff,
-                salt_enc=crypto.encrypt(master, salt),
-                path=str(final),
-                row_count=rows,
-                actor=actor,
-                subjects=disclosed,
-            )
-            audit(
-                conn,
-                actor,
-                "export.disclose",
-                None,
-                export_id=export_id,
-                region=region,
-                cutoff=cutoff.isoformat(),
-                subject_count=len(disclosed),
-                row_count=rows,
-                group_rows=group_rows,
-                path=str(final),
-            )
-            os.rename(tmp, final)
-            tmp = None
-    except BaseException:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif final is not None:  # renamed, but the record did not commit
-            shutil.rmtree(final, ignore_errors=True)
-        raise
+                "rows": {"readings": rows, "groups": group_rows},
+                "subject_count": len(disclosed),
+                "files": files + group_files,
+                "purged_at": None,
+            },
+        )
+        queries.record_export(
+            conn,
+            export_id=export_id,
+            region=region,
+            cutoff=cutoff,
+            salt_enc=crypto.encrypt(master, salt),
+            path=final,
+            row_count=rows,
+            actor=actor,
+            subjects=disclosed,
+        )
+        audit(
+            conn,
+            actor,
+            "export.disclose",
+            None,
+            export_id=export_id,
+            region=region,
+            cutoff=cutoff.isoformat(),
+            subject_count=len(disclosed),
+            row_count=rows,
+            group_rows=group_rows,
+            path=final,
+        )
+        out.publish()
     return result
 
 

@@ -41,7 +41,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.errors import InputError
 from core.longformat import CopyStream
-from core.outputs import file_entry, private_file, schema_doc, staging, write_manifest
+from core.outputs import OutputRoot, file_entry, schema_doc, staging, write_manifest
 from flows import common, privacy
 from flows.cells import Cells
 from schemas.plausibility import BOUNDS
@@ -180,7 +180,7 @@ def _order(row: dict[str, Any]) -> tuple[Any, ...]:
 
 def run_statistics(
     database_url: str,
-    export_dir: Path,
+    export_dir: Path | str,
     region: str = "EU",
     *,
     min_subjects: int = MIN_SUBJECTS,
@@ -213,7 +213,7 @@ def run_statistics(
             budget=epsilon_budget,
         )
     with (
-        staging(Path(export_dir) / "statistics") as out,
+        staging(OutputRoot.at(export_dir).child("statistics")) as out,
         queries.snapshot(database_url) as (conn, cutoff),
     ):
         root = out.begin(statistics_id)
@@ -233,10 +233,10 @@ def run_statistics(
             )
             rows, suppressed, dp = privacy.release(contributions, DP_BOUNDS, budget)
             dp |= {"dataset": dataset, "dataset_spent_after": spent}
-        path = private_file(root / "statistics.parquet")
+        path = "statistics.parquet"
         table = pa.Table.from_pylist(rows, schema=STATISTICS_SCHEMA)
-        pq.write_table(table, path, compression="zstd")
-        final = str(out.parent / statistics_id)
+        pq.write_table(table, root.create(path), compression="zstd", filesystem=root.fs)
+        final = out.location
         write_manifest(
             root,
             {

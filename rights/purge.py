@@ -11,13 +11,15 @@ now, or FI residents in an EU export, are queued.
 
 Then every export with queued entries is rewritten: each affected Parquet file
 is filtered with pyarrow (one file in memory at a time: files are bounded by
-the export's rows_per_file), written to a temp file (0600) and renamed over the
-old one; the manifest is rewritten atomically after its files; files left empty
-are removed after the manifest. An export whose manifest or listed files are
-missing is not skipped: the run reports it as failed (the CLI exits 1, the flow
-run fails, the API answers 500), the error is recorded on its queue entries,
-and they stay queued. Entries leave the queue only when their export has been
-rewritten; an erasure receipt becomes `complete` when none of its entries is left.
+the export's rows_per_file) and replaced whole (locally a temp file, 0600,
+renamed over the old one; on S3 a PUT of the object: `OutputRoot.replacing`);
+the manifest is rewritten after its files; files left empty are removed after
+the manifest. An export recorded at an `s3://` URL is purged there. An
+export whose manifest or listed files are missing is not skipped: the run
+reports it as failed (the CLI exits 1, the flow run fails, the API answers
+500), the error is recorded on its queue entries, and they stay queued.
+Entries leave the queue only when their export has been rewritten; an
+erasure receipt becomes `complete` when none of its entries is left.
 
 The CLI (`vitals export purge`), the admin API (`POST /v1/exports/purge`) and
 the scheduled `vitals-purge` flow (`flows.purge`) call `purge_exports`.
@@ -25,7 +27,6 @@ the scheduled `vitals-purge` flow (`flows.purge`) call `purge_exports`.
 
 from __future__ import annotations
 
-import os
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from core import crypto
-from core.outputs import MANIFEST, file_entry, private_file, pseudonym, write_manifest
+from core.outputs import MANIFEST, OutputRoot, file_entry, pseudonym, write_manifest
 from rights.erasure import subject_hash
 from store import registry
 from store import rights as queries
@@ -47,66 +48,62 @@ class PurgeError(RuntimeError):
     """An export cannot be purged as it is (files missing): nothing was skipped silently."""
 
 
-def _filter_file(path: Path, doomed: pa.Array) -> int | None:
+def _filter_file(root: OutputRoot, rel: str, doomed: pa.Array) -> int | None:
     """Drop doomed pseudonyms from one file. Returns rows left, or None if untouched.
 
     A file left empty is kept as it is here: the caller removes it after the
     manifest no longer lists it."""
-    table = pq.read_table(path)
+    table = pq.read_table(root.path(rel), filesystem=root.fs)
     keep = pc.invert(pc.is_in(table["pseudonym"], value_set=doomed))
     kept = table.filter(keep)
     if kept.num_rows == table.num_rows:
         return None
     if kept.num_rows == 0:
         return 0
-    tmp = private_file(path.with_name(f".{path.name}.purge"))
-    pq.write_table(kept.cast(table.schema), tmp, compression="zstd")
-    os.replace(tmp, path)
+    with root.replacing(rel) as where:
+        pq.write_table(kept.cast(table.schema), where, compression="zstd", filesystem=root.fs)
     return kept.num_rows
 
 
-def _unlisted(root: Path, listed: set[str]) -> list[Path]:
-    """Parquet files (and purge temp files) the manifest does not list: left by
+def _unlisted(root: OutputRoot, listed: set[str]) -> list[str]:
+    """Parquet files (and rewrite temp files) the manifest does not list: left by
     an interrupted purge, with rows that were meant to go."""
     found = []
-    for path in root.rglob("*"):
-        if not path.is_file():
-            continue
-        rel = path.relative_to(root).as_posix()
-        if path.name.endswith(".purge") or (path.suffix == ".parquet" and rel not in listed):
-            found.append(path)
+    for rel in root.files():
+        name = rel.rsplit("/", 1)[-1]
+        if name.endswith((".tmp", ".purge")) or (name.endswith(".parquet") and rel not in listed):
+            found.append(rel)
     return found
 
 
-def purge_export(root: Path, doomed: set[str]) -> dict[str, int]:
-    """Rewrite one export directory without the doomed pseudonyms.
+def purge_export(root: OutputRoot | Path | str, doomed: set[str]) -> dict[str, int]:
+    """Rewrite one export (a directory or an s3:// prefix) without the doomed pseudonyms.
 
     Raises PurgeError, before changing anything, when the manifest or a file it
     lists is missing."""
-    manifest_path = root / MANIFEST
-    if not manifest_path.is_file():
+    root = OutputRoot.at(root)
+    if not root.is_file(MANIFEST):
         raise PurgeError(f"export directory {root} has no {MANIFEST} (missing or not mounted here)")
-    manifest = orjson.loads(manifest_path.read_bytes())
-    missing = [e["path"] for e in manifest["files"] if not (root / e["path"]).is_file()]
+    manifest = orjson.loads(root.read_bytes(MANIFEST))
+    missing = [e["path"] for e in manifest["files"] if not root.is_file(e["path"])]
     if missing:
         raise PurgeError(f"export {root}: files listed in {MANIFEST} are missing: {missing}")
     listed = {e["path"] for e in manifest["files"]}
     for leftover in _unlisted(root, listed):
-        leftover.unlink()
+        root.delete(leftover)
     values = pa.array(sorted(doomed), pa.string())
     files, emptied, removed, rewritten = [], [], 0, 0
     for entry in manifest["files"]:
-        path = root / entry["path"]
-        left = _filter_file(path, values)
+        left = _filter_file(root, entry["path"], values)
         if left is None:
             files.append(entry)
             continue
         rewritten += 1
         removed += entry["rows"] - left
         if left:
-            files.append(file_entry(root, path, left, entry["kind"]))
+            files.append(file_entry(root, entry["path"], left, entry["kind"]))
         else:
-            emptied.append(path)
+            emptied.append(entry["path"])
     if rewritten:
         manifest["files"] = files
         rows = manifest.setdefault("rows", {})
@@ -114,8 +111,8 @@ def purge_export(root: Path, doomed: set[str]) -> dict[str, int]:
             rows[kind] = sum(f["rows"] for f in files if f["kind"] == kind)
         manifest["purged_at"] = datetime.now(UTC).isoformat()
         write_manifest(root, manifest)
-    for path in emptied:
-        path.unlink()
+    for rel in emptied:
+        root.delete(rel)
     return {
         "files_rewritten": rewritten,
         "rows_removed": removed,
@@ -167,9 +164,8 @@ def purge_exports(database_url: str, master: bytes, *, actor: str) -> dict[str, 
             if subject_ids:
                 salt = crypto.decrypt(master, salt_enc)
                 doomed |= {pseudonym(salt, sid) for sid in subject_ids}
-            root = Path(path)
             try:
-                result = purge_export(root, doomed)
+                result = purge_export(OutputRoot.at(path), doomed)
             except (PurgeError, OSError) as e:
                 error = str(e)
                 queries.purge_failed(conn, queue_ids, error)

@@ -12,6 +12,7 @@ pytest_plugins = [
     "tests.support.mqtt",
     "tests.support.ingester",
     "tests.support.http",
+    "tests.support.s3",
 ]
 
 

@@ -227,3 +227,36 @@ def test_audit_keeps_nothing_of_an_erased_subject(
     for (detail,) in reading_entries:
         assert detail["reading_id"].startswith("erased:") and "provider_id" not in detail
     assert shash in audit_text
+
+
+def test_purge_endpoint_purges_exports_on_s3(
+    db_url: str, conn: psycopg.Connection, master_key: bytes, s3_export_dir: str
+) -> None:
+    """With an s3:// export root the API sees the root wherever the bucket is
+    reachable, so it purges there itself (tests/support/s3.py: moto on loopback)."""
+    import pyarrow.fs as pafs
+
+    world = make_world(conn, master_key, types=("heart-rate",))
+    seed.consent(conn, world.subject_id, "research")
+    with running_app(db_url, export_dir=s3_export_dir) as api:
+        r = api.post_readings(
+            world, [seed.data_point(world.user_ref, id=f"s{i}") for i in range(2)]
+        )
+        assert r.json()["accepted"] == 2
+        export = run_export(db_url, master_key, s3_export_dir)
+        assert export["path"].startswith("s3://") and export["rows"] == 2
+        dpo = api.auth(
+            api.client.post(
+                "/v1/tokens", json={"name": "dpo-s3", "role": "dpo"}, headers=api.auth(ADMIN_TOKEN)
+            ).json()["token"]
+        )
+        erased = api.client.delete(f"/v1/subjects/{world.subject_id}", headers=dpo).json()
+        assert erased["status"] == "pending_purge"
+        done = api.client.post("/v1/exports/purge", headers=dpo)
+        assert done.status_code == 200 and done.json()["status"] == "done", done.text
+        assert done.json()["exports_purged"][0]["rows_removed"] == 2
+    fs, base = pafs.FileSystem.from_uri(export["path"])
+    with fs.open_input_stream(f"{base}/{MANIFEST}") as f:
+        manifest = orjson.loads(f.read())
+    assert manifest["rows"]["readings"] == 0 and manifest["purged_at"]
+    assert [e["path"] for e in manifest["files"]] == ["groups/part-00000.parquet"]

@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 from fastapi.responses import StreamingResponse
 
 from core.errors import InputError
+from core.outputs import visible
 from ingest.http.deps import AsDpo, RuntimeDep, Tx
 from ingest.http.errors import json_response
 from ingest.http.models import ReadingCorrection, SubjectCorrection
@@ -109,7 +109,7 @@ def erase_subject(subject_id: str, rt: RuntimeDep, who: AsDpo) -> Response:
 )
 def purge_exports(rt: RuntimeDep, who: AsDpo) -> Response:
     url = rt.settings.require_database_url()
-    if not Path(rt.settings.export_dir).is_dir():
+    if not visible(rt.settings.export_dir):
         queued = purge.pending(url, rt.master)
         if queued["entries"]:
             return json_response(
