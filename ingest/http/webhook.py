@@ -37,6 +37,7 @@ from ingest.http.signatures import (
     WEBHOOK_TIMESTAMP_HEADER,
     parse_auth,
 )
+from schemas.fhir import count_items
 
 log = logging.getLogger("vitals.http")
 
@@ -203,8 +204,7 @@ def payload_format(content_type: str | None, payload: object) -> Format | None:
 
 
 def item_count(payload: object, fmt: Format) -> int:
+    """Data points, or FHIR results (entries of nested Bundles counted one by one)."""
     if fmt == "omh":
         return len(payload) if isinstance(payload, list) else 1
-    if isinstance(payload, dict) and isinstance(payload.get("entry"), list):
-        return len(payload["entry"])
-    return 1
+    return count_items(payload)
