@@ -375,7 +375,7 @@ def _value(
         raise _Invalid(f"{where}.dataAbsentReason: no value to keep")
     q = holder.get("valueQuantity")
     if q is None:
-        other = next((k for k in VALUE_KEYS if k in holder), None)  # type: ignore[misc]
+        other = next((k for k in VALUE_KEYS if k in holder), None)
         if other is not None:
             raise _Invalid(f"{where}.{other}: a valueQuantity is required")
         raise _Invalid(f"{where}.valueQuantity: required")

@@ -19,7 +19,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from core.errors import StorageError, StorageUnavailable
-from ingest.gate import Format, ShapeError
+from ingest.gate import Format, ShapeError, item_count
 from ingest.http.deps import Runtime, RuntimeDep
 from ingest.http.errors import error, json_response, unavailable
 from ingest.http.models import (
@@ -37,7 +37,6 @@ from ingest.http.signatures import (
     WEBHOOK_TIMESTAMP_HEADER,
     parse_auth,
 )
-from schemas.fhir import count_items
 
 log = logging.getLogger("vitals.http")
 
@@ -201,10 +200,3 @@ def payload_format(content_type: str | None, payload: object) -> Format | None:
             return "fhir"
         return "omh"
     return None
-
-
-def item_count(payload: object, fmt: Format) -> int:
-    """Data points, or FHIR results (entries of nested Bundles counted one by one)."""
-    if fmt == "omh":
-        return len(payload) if isinstance(payload, list) else 1
-    return count_items(payload)
