@@ -221,3 +221,13 @@ def test_urn_uuid_subjects_and_entry_ids_in_a_transaction() -> None:
     assert isinstance(a, Reading) and isinstance(b, Reading)
     assert (a.user_ref, a.id) == ("pat-7", "urn:uuid:11111111-2222-3333-4444-555555555555")
     assert b.id == "urn:oid:1.0.0.1"
+
+
+def test_the_readme_lists_every_accepted_code() -> None:
+    from pathlib import Path
+
+    from schemas.fhir_codes import BP_COMPONENTS, NOT_READINGS
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for _, code in [*CODES, *BP_COMPONENTS, *NOT_READINGS]:
+        assert code in readme, code
