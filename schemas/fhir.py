@@ -204,7 +204,7 @@ def _refusal(rid: str | None, reason: str, detail: str) -> Refusal:
 
 def _bundle_type_refusal(bundle: dict[str, Any]) -> str | None:
     kind = bundle.get("type")
-    if kind is None or kind in BUNDLE_TYPES:
+    if kind is None or (isinstance(kind, str) and kind in BUNDLE_TYPES):
         return None
     return "Bundle.type: must be transaction, batch, collection or document"
 

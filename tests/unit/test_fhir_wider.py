@@ -191,6 +191,9 @@ def test_other_bundle_types_and_deep_nesting_are_refused() -> None:
     searchset = {"resourceType": "Bundle", "type": "searchset", "entry": [{"resource": hr("a")}]}
     (r,) = parse_fhir(searchset, now=NOW)
     assert isinstance(r, Refusal) and r.reason == INVALID_SCHEMA and "Bundle.type" in r.detail
+    for odd in ([], {}, 7, "SEARCHSET"):
+        weird = {"resourceType": "Bundle", "type": odd, "entry": [{"resource": hr("a")}]}
+        assert count_items(weird) == len(parse_fhir(weird, now=NOW)) == 1
     deep: dict[str, Any] = hr("x")
     for _ in range(10):
         deep = {"resourceType": "Bundle", "entry": [{"resource": deep}]}
@@ -231,3 +234,16 @@ def test_the_readme_lists_every_accepted_code() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     for _, code in [*CODES, *BP_COMPONENTS, *NOT_READINGS]:
         assert code in readme, code
+
+
+@pytest.mark.parametrize(
+    "bundle",
+    [
+        {"resourceType": "Bundle", "entry": [None, 1, "x", {"resource": []}, {"resource": None}]},
+        {"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Bundle", "entry": 5}}]},
+        {"resourceType": "Bundle", "entry": [{"fullUrl": ["x"], "resource": {"resourceType": 1}}]},
+        {"resourceType": "Bundle", "type": None, "entry": []},
+    ],
+)
+def test_odd_bundles_count_what_they_parse(bundle: dict[str, Any]) -> None:
+    assert count_items(bundle) == len(parse_fhir(bundle, now=NOW))
