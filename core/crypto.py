@@ -53,3 +53,12 @@ def keyed_hash(master: bytes, purpose: str, value: str) -> str:
 def token_hash(token: str) -> bytes:
     """Bearer tokens are random, so a plain SHA-256 is enough to store them."""
     return hashlib.sha256(token.encode()).digest()
+
+
+def standard_webhooks_secret(webhook_secret: str | bytes) -> str:
+    """The Standard Webhooks form (`whsec_<base64 of the key>`) of a provider's
+    webhook secret. The HMAC key of both schemes is one and the same: the
+    UTF-8 bytes of `webhook_secret` (which itself starts with `whsec_` but is
+    used whole, as `Vitals-Signature` always has)."""
+    key = webhook_secret.encode() if isinstance(webhook_secret, str) else webhook_secret
+    return "whsec_" + base64.b64encode(key).decode("ascii")

@@ -112,8 +112,9 @@ def add_provider(
     actor: str,
 ) -> dict[str, Any]:
     """Register a provider (its webhook secret encrypted at rest). Returns
-    `{"provider_id", "webhook_secret", "mqtt": None}`; a broker account is
-    added by `ingest.providers.add_provider`."""
+    `{"provider_id", "webhook_secret", "standard_webhooks_secret", "mqtt": None}`
+    (the last two are one HMAC key in two forms, `core.crypto.standard_webhooks_secret`);
+    a broker account is added by `ingest.providers.add_provider`."""
     types = check_types(types)
     if not name.strip():
         raise InputError("invalid_name", "provider name must not be empty")
@@ -134,7 +135,12 @@ def add_provider(
     except psycopg.errors.UniqueViolation:
         raise InputError("duplicate", f"a provider named {name!r} already exists") from None
     audit(conn, actor, "provider.add", provider_id=str(provider_id), types=types)
-    return {"provider_id": str(provider_id), "webhook_secret": secret, "mqtt": None}
+    return {
+        "provider_id": str(provider_id),
+        "webhook_secret": secret,
+        "standard_webhooks_secret": crypto.standard_webhooks_secret(secret),
+        "mqtt": None,
+    }
 
 
 def set_provider_mqtt(

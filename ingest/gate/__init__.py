@@ -6,6 +6,15 @@ writer, or the coalescing writer that shares transactions (`coalesce`).
 
 from ingest.gate.coalesce import CoalescingWriter
 from ingest.gate.gate import BatchWriter, Gate, Verdict, refusal
-from ingest.gate.payload import Format, ShapeError
+from ingest.gate.payload import Format, ShapeError, item_count
 
-__all__ = ["BatchWriter", "CoalescingWriter", "Format", "Gate", "ShapeError", "Verdict", "refusal"]
+__all__ = [
+    "BatchWriter",
+    "CoalescingWriter",
+    "Format",
+    "Gate",
+    "ShapeError",
+    "Verdict",
+    "item_count",
+    "refusal",
+]

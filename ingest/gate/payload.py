@@ -13,7 +13,7 @@ from typing import Literal
 
 import orjson
 
-from schemas.fhir import parse_fhir
+from schemas.fhir import count_items, parse_fhir
 from schemas.omh import parse_data_point
 from schemas.reading import Reading, Refusal
 
@@ -40,6 +40,14 @@ def decode(raw: bytes | bytearray, *, max_bytes: int | None = None) -> object:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         raise ShapeError("payload is not valid JSON") from None
+
+
+def item_count(payload: object, fmt: Format) -> int:
+    """How many results the payload gives: its data points, or for FHIR its
+    Observations (the entries of nested Bundles counted one by one)."""
+    if fmt == "omh":
+        return len(payload) if isinstance(payload, list) else 1
+    return count_items(payload)
 
 
 def items_of(payload: object, *, max_items: int | None = None) -> list[object]:

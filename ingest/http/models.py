@@ -72,7 +72,9 @@ WEBHOOK_OPENAPI: dict[str, Any] = {
         "required": True,
         "description": "One data point or an array of at most 5,000 (5 MiB), signed with "
         "`Vitals-Signature: t=UNIX_SECONDS,v1=HEX`, HEX = HMAC-SHA256(webhook_secret, "
-        '"{t}.{raw_body}").',
+        '"{t}.{raw_body}"), or with the Standard Webhooks headers `webhook-id`, '
+        "`webhook-timestamp` and `webhook-signature` (`v1,BASE64`, key: "
+        "`standard_webhooks_secret`).",
         "content": {
             "application/json": {
                 "schema": {"oneOf": [{"type": "object"}, {"type": "array", "maxItems": MAX_ITEMS}]},

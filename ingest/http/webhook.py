@@ -1,5 +1,6 @@
 """The webhook: `POST /v1/providers/{provider_id}/readings`, signed with
-`Vitals-Signature`. The one place where the HTTP transport uses the gate
+`Vitals-Signature` or with the Standard Webhooks headers (`webhook-id`,
+`webhook-timestamp`, `webhook-signature`). The one place where the HTTP transport uses the gate
 (`Runtime.gate`, which `bootstrap` builds over the shared coalescing writer):
 the payload is parsed there and its readings written through it, whose
 transaction decides consent; a 200 means every accepted reading is committed.
@@ -18,7 +19,7 @@ from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from core.errors import StorageError, StorageUnavailable
-from ingest.gate import Format, ShapeError
+from ingest.gate import Format, ShapeError, item_count
 from ingest.http.deps import Runtime, RuntimeDep
 from ingest.http.errors import error, json_response, unavailable
 from ingest.http.models import (
@@ -28,7 +29,14 @@ from ingest.http.models import (
     WEBHOOK_RESPONSES,
     WebhookResult,
 )
-from ingest.http.signatures import SIGNATURE_HEADER, SIGNATURE_MISMATCH, parse_signature
+from ingest.http.signatures import (
+    SIGNATURE_HEADER,
+    SIGNATURE_MISMATCH,
+    WEBHOOK_ID_HEADER,
+    WEBHOOK_SIGNATURE_HEADER,
+    WEBHOOK_TIMESTAMP_HEADER,
+    parse_auth,
+)
 
 log = logging.getLogger("vitals.http")
 
@@ -57,12 +65,32 @@ async def post_readings(
             description="t=UNIX_SECONDS,v1=HEX; HEX = HMAC-SHA256(secret, f'{t}.{raw_body}')",
         ),
     ] = None,
+    webhook_id: Annotated[
+        str | None,
+        Header(alias=WEBHOOK_ID_HEADER, description="Standard Webhooks: the message id"),
+    ] = None,
+    webhook_timestamp: Annotated[
+        str | None,
+        Header(alias=WEBHOOK_TIMESTAMP_HEADER, description="Standard Webhooks: UNIX_SECONDS"),
+    ] = None,
+    webhook_signature: Annotated[
+        str | None,
+        Header(
+            alias=WEBHOOK_SIGNATURE_HEADER,
+            description="Standard Webhooks: space-separated v1,BASE64 where BASE64 = "
+            "base64(HMAC-SHA256(key, f'{webhook_id}.{webhook_timestamp}.{raw_body}'))",
+        ),
+    ] = None,
 ) -> Response:
-    return await _webhook(rt, provider_id, request, vitals_signature)
+    signature = (vitals_signature, webhook_id, webhook_timestamp, webhook_signature)
+    return await _webhook(rt, provider_id, request, signature)
 
 
 async def _webhook(
-    rt: Runtime, provider_id: str, request: Request, signature: str | None
+    rt: Runtime,
+    provider_id: str,
+    request: Request,
+    signature: tuple[str | None, str | None, str | None, str | None],
 ) -> Response:
     """Authenticate, read within limits, decode, hand the items to the gate
     (parse, then write through the shared coalescing writer), answer."""
@@ -78,7 +106,7 @@ async def _webhook(
     # A missing, garbled or stale header is refused before a byte of the body is
     # read; the HMAC is computed while the body streams in, and checked before
     # the body is parsed.
-    header = parse_signature(signature, time.time())
+    header = parse_auth(*signature, time.time())
     if isinstance(header, str):
         return error(401, "bad_signature", header)
     mac = header.start(provider.secret)
@@ -172,11 +200,3 @@ def payload_format(content_type: str | None, payload: object) -> Format | None:
             return "fhir"
         return "omh"
     return None
-
-
-def item_count(payload: object, fmt: Format) -> int:
-    if fmt == "omh":
-        return len(payload) if isinstance(payload, list) else 1
-    if isinstance(payload, dict) and isinstance(payload.get("entry"), list):
-        return len(payload["entry"])
-    return 1

@@ -86,7 +86,8 @@ def test_cli_registry_commands_and_exit_codes(cli_env: dict[str, str]) -> None:
 
     p1 = json.loads(run("provider", "add", "p-one", "--types", "heart-rate").stdout)
     p2 = json.loads(run("provider", "add", "p-two", "--types", "heart-rate").stdout)
-    assert set(p1) == {"provider_id", "webhook_secret", "mqtt"} and p1["mqtt"] is None
+    assert set(p1) == {"provider_id", "webhook_secret", "standard_webhooks_secret", "mqtt"}
+    assert p1["mqtt"] is None
     both = run(
         "subject",
         "add",
