@@ -1,17 +1,21 @@
 """The one writer every transport uses: a batch in, per-reading outcomes out.
 
-One transaction per batch:
-1. COPY one row per reading (no values) into a per-connection staging table;
+One transaction per batch, three statements:
+1. COPY one row per reading (its components included) into a per-connection
+   staging table;
 2. lock the batch's subjects FOR SHARE (withdrawal and erasure take FOR UPDATE,
    so a withdrawal committed first always wins);
-3. one statement decides every reading by joining links, subjects, providers
-   and live consents, records refusals in `rejections` (never a value) and
-   returns the decision;
-4. COPY the components of the readings it let in straight into `readings`
-   (coordinates only under a location consent), then commit.
+3. one statement (`store_batch`) decides every reading by joining links,
+   subjects, providers and live consents, stores the components of the
+   readings it lets in straight from the staging rows (coordinates only under
+   a location consent), records refusals in `rejections` (never a value) and
+   returns only the readings it did not store; then commit.
 A resend is found in step 3; if a concurrent batch stores the same reading
-between steps 3 and 4, the unique key refuses the COPY and the batch is
-decided again from the start (the resend is then a duplicate).
+meanwhile, the unique key refuses the insert and the batch is decided again
+from the start (the resend is then a duplicate).
+
+Python's share is one COPY row per reading: no per-reading result comes back
+for a stored reading, and no second COPY is formatted.
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Literal
 
+import msgspec
 import psycopg
 import psycopg_pool
 
@@ -48,9 +52,19 @@ _DB_DETAIL = {
 }
 MAX_ID_LENGTH = 256
 DUPLICATE = "duplicate"
-_RETRIES = 3  # decide again after losing a race to store the same reading
-# Binary COPY: the C dumpers of psycopg format a row faster than text.
-STAGING_TYPES = ("int4", "uuid", "text", "text", "text", "timestamptz", "text", "text")
+_RETRIES = 3  # decide again after losing a race to store the same reading (or a deadlock)
+# Binary COPY: the C dumpers of psycopg format a row faster than text. A uuid
+# goes as its 16 raw bytes, which is its binary wire format (the bytea dumper
+# is C, psycopg's uuid dumper Python).
+_COMPONENT_TYPES = ("text", "float8", "text", "float8", "text")
+STAGING_TYPES = (
+    ("int4", "bytea", "text", "text", "text", "timestamptz", "text")
+    + _COMPONENT_TYPES * 2
+    + ("float8", "float8")
+)
+_NO_COMPONENT: tuple[object, ...] = (None, None, None, None, None)
+_REFUSED_TAIL = (None,) * 12  # a refused reading's components and coordinates
+# The types of `readings` rows as the raw COPY ceiling of `make bench` writes them.
 READINGS_TYPES = (
     "timestamptz",
     "uuid",
@@ -67,8 +81,9 @@ READINGS_TYPES = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True, gc=False):
+    """What became of one reading (a frozen Struct: one is made per reading)."""
+
     id: str | None
     status: Status
     reason: str | None = None
@@ -117,7 +132,9 @@ class Writer:
                     try:
                         result = self._commit(items, transport)
                         break
-                    except psycopg.errors.UniqueViolation:
+                    except (psycopg.errors.UniqueViolation, psycopg.errors.DeadlockDetected):
+                        # A concurrent batch stored the same reading first (or two
+                        # batches storing each other's resends deadlocked): decide again.
                         if attempt == _RETRIES - 1:
                             raise
         except StorageError as e:
@@ -129,81 +146,64 @@ class Writer:
         return result
 
     def _commit(self, items: Sequence[tuple[str, Parsed]], transport: str) -> list[Outcome]:
-        """One attempt: stage, lock, decide, store, commit."""
-        outcomes: list[Outcome | None] = [None] * len(items)
+        """One attempt: stage, lock, decide and store, commit."""
+        outcomes: list[Outcome] = []
         with self.pool.connection() as conn, conn.cursor() as cur:
-            uuids: dict[str, uuid.UUID] = {}
+            provider_ids: dict[str, bytes] = {}
             with cur.copy(q("copy_staging_readings")) as copy:
                 copy.set_types(STAGING_TYPES)
+                write = copy.write_row
                 for idx, (provider, parsed) in enumerate(items):
-                    provider_id = uuids.get(provider) or uuids.setdefault(
-                        provider, _as_uuid(provider)
-                    )
-                    if isinstance(parsed, Reading):
-                        refusal = _storable(parsed)
-                        if refusal is None:
-                            copy.write_row(
-                                (
-                                    idx,
-                                    provider_id,
-                                    parsed.id,
-                                    parsed.user_ref,
-                                    parsed.type,
-                                    parsed.effective_time,
-                                    None,
-                                    transport,
-                                )
+                    pid = provider_ids.get(provider)
+                    if pid is None:
+                        pid = provider_ids[provider] = _as_uuid(provider).bytes
+                    refusal = _storable(parsed) if type(parsed) is Reading else parsed
+                    if refusal is None:
+                        assert isinstance(parsed, Reading)
+                        cs = parsed.components
+                        c1 = cs[0]
+                        if len(cs) == 1:
+                            c2 = _NO_COMPONENT
+                        elif len(cs) == 2:
+                            c = cs[1]
+                            c2 = (c.name, c.value, c.unit, c.orig_value, c.orig_unit)
+                        else:
+                            raise ValueError("a reading has one or two components")
+                        write(
+                            (
+                                idx,
+                                pid,
+                                parsed.id,
+                                parsed.user_ref,
+                                parsed.type,
+                                parsed.effective_time,
+                                None,
+                                c1.name,
+                                c1.value,
+                                c1.unit,
+                                c1.orig_value,
+                                c1.orig_unit,
+                                *c2,
+                                parsed.latitude,
+                                parsed.longitude,
                             )
-                            continue
-                        parsed = refusal
-                    outcomes[idx] = Outcome(parsed.id, "rejected", parsed.reason, parsed.detail)
-                    rid = parsed.id
+                        )
+                        outcomes.append(Outcome(parsed.id, "accepted"))
+                        continue
+                    assert isinstance(refusal, Refusal)
+                    outcomes.append(Outcome(refusal.id, "rejected", refusal.reason, refusal.detail))
+                    rid = refusal.id
                     if rid is not None and (len(rid) > MAX_ID_LENGTH or "\x00" in rid):
                         rid = None
-                    copy.write_row(
-                        (idx, provider_id, rid, None, None, None, parsed.reason, transport)
-                    )
+                    write((idx, pid, rid, None, None, None, refusal.reason, *_REFUSED_TAIL))
             cur.execute(q("lock_batch_subjects"))
-            decided = cur.execute(q("decide_batch")).fetchall()
-            stored: set[tuple[uuid.UUID, str, object]] = set()
-            with cur.copy(q("copy_readings")) as copy:
-                copy.set_types(READINGS_TYPES)
-                for idx, reason, subject_id, location_ok in decided:
-                    if outcomes[idx] is not None:
-                        continue
-                    provider, r = items[idx]
-                    provider_id = uuids[provider]
-                    assert isinstance(r, Reading)
-                    if reason is None:
-                        key = (provider_id, r.id, r.effective_time)
-                        if key in stored:  # the same reading twice in one batch
-                            reason = DUPLICATE
-                        else:
-                            stored.add(key)
-                            lat, lon = (r.latitude, r.longitude) if location_ok else (None, None)
-                            for c in r.components:
-                                copy.write_row(
-                                    (
-                                        r.effective_time,
-                                        subject_id,
-                                        provider_id,
-                                        r.id,
-                                        r.type,
-                                        c.name,
-                                        c.value,
-                                        c.unit,
-                                        c.orig_value,
-                                        c.orig_unit,
-                                        lat,
-                                        lon,
-                                    )
-                                )
-                            outcomes[idx] = Outcome(r.id, "accepted")
-                            continue
-                    if reason == DUPLICATE:
-                        outcomes[idx] = Outcome(r.id, "duplicate")
-                    else:
-                        outcomes[idx] = Outcome(r.id, "rejected", reason, _DB_DETAIL.get(reason))
+            refused = cur.execute(q("store_batch"), {"transport": transport}).fetchall()
+            for idx, reason in refused:
+                rid = outcomes[idx].id
+                outcomes[idx] = (
+                    Outcome(rid, "duplicate")
+                    if reason == DUPLICATE
+                    else Outcome(rid, "rejected", reason, _DB_DETAIL.get(reason))
+                )
             conn.commit()
-        assert all(o is not None for o in outcomes), "every reading gets an outcome"
-        return outcomes  # type: ignore[return-value]
+        return outcomes
