@@ -9,6 +9,7 @@ import argparse
 import gc
 import multiprocessing
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
@@ -21,28 +22,30 @@ from store.db import make_pool
 from store.writer import Outcome, Writer
 
 
-def gate_and_writer(url: str, pid: str, points: list[dict], batch: int) -> tuple[float, int]:
+def gate_and_writer(
+    url: str, pid: str, points: list[dict], batch: int, commits_in_flight: int = 1
+) -> tuple[float, int]:
     """Parse batch n+1 while batch n commits, as the transports do (the MQTT
     ingester's parse and commit threads; HTTP request threads and the coalescer).
 
     Each batch reaches the gate as the JSON bytes a transport receives (an
     array of data points), so decoding is timed too."""
     payloads = [orjson.dumps(points[i : i + batch]) for i in range(0, len(points), batch)]
-    pool = make_pool(url, min_size=1, max_size=2)
+    pool = make_pool(url, min_size=commits_in_flight, max_size=commits_in_flight + 1)
     pool.wait()
     gate = Gate(Writer(pool), "bench")
     accepted = 0
     started = time.perf_counter()
     now = datetime.now(UTC)
-    with ThreadPoolExecutor(max_workers=1) as commits:
-        pending: Future[list[Outcome]] | None = None
+    with ThreadPoolExecutor(max_workers=commits_in_flight) as commits:
+        pending: deque[Future[list[Outcome]]] = deque()
         for payload in payloads:
             parsed = gate.parse(payload, now=now)
-            if pending is not None:
-                accepted += sum(1 for o in pending.result() if o.status == "accepted")
-            pending = commits.submit(gate.write, [(pid, p) for p in parsed])
-        if pending is not None:
-            accepted += sum(1 for o in pending.result() if o.status == "accepted")
+            if len(pending) == commits_in_flight:
+                accepted += sum(1 for o in pending.popleft().result() if o.status == "accepted")
+            pending.append(commits.submit(gate.write, [(pid, p) for p in parsed]))
+        while pending:
+            accepted += sum(1 for o in pending.popleft().result() if o.status == "accepted")
     elapsed = time.perf_counter() - started
     pool.close()
     return elapsed, accepted
@@ -85,9 +88,6 @@ def main() -> None:
         gc.collect()
         gc.freeze()
         copy_s = raw_copy(url, rows)
-        with psycopg.connect(url) as conn:
-            conn.execute("TRUNCATE readings")
-            conn.commit()
         gate_s, accepted = gate_and_writer(url, pid, points, args.batch)
         assert accepted == args.readings, f"only {accepted} of {args.readings} accepted"
         multi_s = 0.0

@@ -1,7 +1,5 @@
 -- name: create_staging
--- Per-connection staging, emptied at every commit: one row per reading with its
--- (at most two) components; a reading refused before the database has only its
--- pre_reason.
+-- Per-connection staging, emptied at every commit: one row per reading, no values.
 CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     idx             integer NOT NULL,
     provider_id     uuid NOT NULL,
@@ -9,23 +7,12 @@ CREATE TEMP TABLE IF NOT EXISTS staging_readings (
     user_ref        text,
     type            text,
     effective_time  timestamptz,
-    pre_reason      text,
-    c1_component    text,
-    c1_value        double precision,
-    c1_unit         text,
-    c1_orig_value   double precision,
-    c1_orig_unit    text,
-    c2_component    text,
-    c2_value        double precision,
-    c2_unit         text,
-    c2_orig_value   double precision,
-    c2_orig_unit    text,
-    latitude        double precision,
-    longitude       double precision
+    pre_reason      text
 ) ON COMMIT DELETE ROWS
 
 -- name: copy_staging_readings
-COPY staging_readings FROM STDIN (FORMAT BINARY)
+COPY staging_readings (idx, provider_id, reading_id, user_ref, type, effective_time, pre_reason)
+FROM STDIN (FORMAT BINARY)
 
 -- name: lock_batch_subjects
 -- Serialise against consent withdrawal and erasure (which take FOR UPDATE on the
@@ -41,19 +28,19 @@ WHERE s.subject_id IN (
 ORDER BY s.subject_id
 FOR SHARE OF s
 
--- name: store_batch
--- The consent decision that counts, made in the committing transaction, and the
--- readings it lets in, stored by the same statement. Set-based: the batch's
--- subjects' live consents (withdrawals anti-joined once per consent), one hashed
--- semi-join per purpose for the readings they cover, probed per reading through
--- hashed subplans. A resend is a duplicate (one index probe per reading), and so
--- is the second of the same reading in one batch. Stores the components of the
--- readings let in (coordinates only under a location consent), records
--- refusals in `rejections` (never a value) and returns the readings staged
--- without pre_reason that were not stored: (idx, reason).
+-- name: decide_batch
+-- The consent decision that counts, made in the committing transaction, set-based:
+-- the batch's subjects' live consents (withdrawals anti-joined once per consent),
+-- one hashed semi-join per purpose for the readings they cover, probed per
+-- reading through hashed subplans (no per-reading sort or aggregate). Records
+-- refusals (never a value) and returns the decision of every reading staged
+-- without pre_reason: the reason (NULL = store it; 'duplicate' = a resend), the
+-- subject (its 16 bytes, as the writer's COPY sends a uuid), and whether its
+-- coordinates may be kept. The writer then COPYs the components it may store.
 WITH base AS (
-    SELECT st.*, l.subject_id,
-           s.status AS subject_status, p.status AS provider_status, p.types AS provider_types
+    SELECT st.idx, st.provider_id, st.reading_id, st.type, st.effective_time, st.pre_reason,
+           l.subject_id, s.status AS subject_status,
+           p.status AS provider_status, p.types AS provider_types
     FROM staging_readings st
     LEFT JOIN providers p ON p.provider_id = st.provider_id
     LEFT JOIN links l ON l.provider_id = st.provider_id AND l.user_ref = st.user_ref
@@ -86,7 +73,8 @@ located AS (
     )
 ),
 decided AS (
-    SELECT b.*, b.idx IN (SELECT idx FROM located) AS location_ok,
+    SELECT b.idx, b.provider_id, b.reading_id, b.subject_id, b.effective_time, b.pre_reason,
+           b.idx IN (SELECT idx FROM located) AS location_ok,
            CASE
                WHEN b.pre_reason IS NOT NULL THEN b.pre_reason
                WHEN b.subject_id IS NULL OR b.subject_status <> 'active' THEN 'unknown_subject'
@@ -107,36 +95,16 @@ decided AS (
         LIMIT 1
     ) dup ON b.pre_reason IS NULL
 ),
-final AS (
-    SELECT d.*,
-           CASE
-               WHEN d.reason IS NULL AND row_number() OVER (
-                   PARTITION BY d.provider_id, d.reading_id, d.effective_time, d.reason IS NULL
-                   ORDER BY d.idx) > 1 THEN 'duplicate'  -- the same reading twice in one batch
-               ELSE d.reason
-           END AS outcome
-    FROM decided d
-),
-stored AS (
-    INSERT INTO readings (effective_time, subject_id, provider_id, reading_id, type, component,
-                          value, unit, orig_value, orig_unit, latitude, longitude)
-    SELECT f.effective_time, f.subject_id, f.provider_id, f.reading_id, f.type, c.component,
-           c.value, c.unit, c.orig_value, c.orig_unit,
-           CASE WHEN f.location_ok THEN f.latitude END,
-           CASE WHEN f.location_ok THEN f.longitude END
-    FROM final f
-    CROSS JOIN LATERAL (
-        VALUES (f.c1_component, f.c1_value, f.c1_unit, f.c1_orig_value, f.c1_orig_unit),
-               (f.c2_component, f.c2_value, f.c2_unit, f.c2_orig_value, f.c2_orig_unit)
-    ) AS c (component, value, unit, orig_value, orig_unit)
-    WHERE f.outcome IS NULL AND c.component IS NOT NULL
-),
 refused AS (
     INSERT INTO rejections (provider_id, reading_id, subject_id, reason, transport, effective_time)
-    SELECT f.provider_id, f.reading_id, f.subject_id, f.outcome, %(transport)s, f.effective_time
-    FROM final f
-    WHERE f.outcome IS NOT NULL AND f.outcome <> 'duplicate'
+    SELECT d.provider_id, d.reading_id, d.subject_id, d.reason, %(transport)s, d.effective_time
+    FROM decided d
+    WHERE d.reason IS NOT NULL AND d.reason <> 'duplicate'
 )
-SELECT f.idx, f.outcome
-FROM final f
-WHERE f.outcome IS NOT NULL AND f.pre_reason IS NULL
+SELECT d.idx, d.reason, uuid_send(d.subject_id), d.location_ok
+FROM decided d
+WHERE d.pre_reason IS NULL
+
+-- name: copy_readings
+COPY readings (effective_time, subject_id, provider_id, reading_id, type, component,
+               value, unit, orig_value, orig_unit, latitude, longitude) FROM STDIN (FORMAT BINARY)

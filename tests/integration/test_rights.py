@@ -272,14 +272,12 @@ def test_erasure_last_step_waits_for_a_concurrent_batch(
             with psycopg.connect(db_url) as b:
                 b.execute(q("create_staging"))
                 b.execute(
-                    "INSERT INTO staging_readings (idx, provider_id, reading_id, user_ref, type, "
-                    "effective_time, c1_component, c1_value, c1_unit, c1_orig_value, c1_orig_unit) "
-                    "VALUES (0, %s, 'late-batch', %s, 'heart-rate', %s, 'heart_rate', 60, '/min', "
-                    "60, 'beats/min')",
+                    "INSERT INTO staging_readings VALUES (0, %s, 'late-batch', %s, "
+                    "'heart-rate', %s, NULL)",
                     (pid, USER_REF, NOW),
                 )
                 b.execute(q("lock_batch_subjects")).fetchall()
-                results["decided"] = b.execute(q("store_batch"), {"transport": "test"}).fetchall()
+                results["decided"] = b.execute(q("decide_batch"), {"transport": "test"}).fetchall()
                 b.commit()
         except BaseException as e:  # reported below
             results["batch_error"] = e
