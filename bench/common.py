@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from bench.cpu import Meter
 from ingest.gate.payload import parse_payload
 from schemas.reading import Reading
 from store import registry
@@ -130,15 +131,17 @@ def ceiling_rows(
     ]
 
 
-def raw_copy(url: str, rows: list[tuple]) -> float:
+def raw_copy(url: str, rows: list[tuple], cpu: dict[str, float] | None = None) -> float:
     """The ceiling: the same rows COPYed, in the writer's own (binary) format and
     in one transaction, into a fresh table LIKE readings INCLUDING ALL (the same
     columns, defaults, constraints and indexes), dropped afterwards. Returns the
-    seconds of the COPY and its commit."""
+    seconds of the COPY and its commit; `cpu`, if given, gets the CPU seconds
+    of this process ("client") and of its backend ("server") meanwhile."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         fast_bytes_copy(conn)  # as the writer's pool connections do
         cur.execute("CREATE TABLE readings_ceiling (LIKE readings INCLUDING ALL)")
         conn.commit()
+        meter = Meter(client=[os.getpid()], server=[conn.info.backend_pid]).start()
         started = time.perf_counter()
         with cur.copy(f"COPY readings_ceiling ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(READINGS_TYPES[:10])
@@ -146,6 +149,8 @@ def raw_copy(url: str, rows: list[tuple]) -> float:
                 copy.write_row(row)
         conn.commit()
         elapsed = time.perf_counter() - started
+        if cpu is not None:
+            cpu.update(meter.stop())
         cur.execute("DROP TABLE readings_ceiling")
         conn.commit()
     return elapsed

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import gc
 import multiprocessing
+import os
 import time
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -17,24 +18,37 @@ import orjson
 import psycopg
 
 from bench.common import ceiling_rows, data_points, raw_copy, scratch_database, seed_registry
+from bench.cpu import Meter, backends
 from ingest.gate import Gate
 from store.db import make_pool
 from store.writer import Outcome, Writer
 
+# As many batches as the MQTT ingester commits at once (ingest.mqtt.pipeline).
+COMMITS_IN_FLIGHT = 2
+
 
 def gate_and_writer(
-    url: str, pid: str, points: list[dict], batch: int, commits_in_flight: int = 1
+    url: str,
+    pid: str,
+    points: list[dict],
+    batch: int,
+    commits_in_flight: int = COMMITS_IN_FLIGHT,
+    cpu: dict[str, float] | None = None,
 ) -> tuple[float, int]:
     """Parse batch n+1 while batch n commits, as the transports do (the MQTT
     ingester's parse and commit threads; HTTP request threads and the coalescer).
 
     Each batch reaches the gate as the JSON bytes a transport receives (an
-    array of data points), so decoding is timed too."""
+    array of data points), so decoding is timed too. Up to `commits_in_flight`
+    batches commit at once, each on its own connection, as the ingester's
+    committers do. `cpu`, if given, gets the CPU seconds of this process
+    ("client") and of its backends ("server")."""
     payloads = [orjson.dumps(points[i : i + batch]) for i in range(0, len(points), batch)]
     pool = make_pool(url, min_size=commits_in_flight, max_size=commits_in_flight + 1)
     pool.wait()
     gate = Gate(Writer(pool), "bench")
     accepted = 0
+    meter = Meter(client=[os.getpid()], server=lambda: backends(url)).start()
     started = time.perf_counter()
     now = datetime.now(UTC)
     with ThreadPoolExecutor(max_workers=commits_in_flight) as commits:
@@ -47,6 +61,8 @@ def gate_and_writer(
         while pending:
             accepted += sum(1 for o in pending.popleft().result() if o.status == "accepted")
     elapsed = time.perf_counter() - started
+    if cpu is not None:
+        cpu.update(meter.stop())
     pool.close()
     return elapsed, accepted
 
@@ -77,6 +93,7 @@ def main() -> None:
     ap.add_argument(
         "--processes", type=int, default=2, help="also run the gate + writer in this many processes"
     )
+    ap.add_argument("--commits-in-flight", type=int, default=COMMITS_IN_FLIGHT)
     args = ap.parse_args()
 
     with scratch_database() as url:
@@ -87,8 +104,12 @@ def main() -> None:
         # cyclic GC's scans, which a transport (one batch in memory) never pays.
         gc.collect()
         gc.freeze()
-        copy_s = raw_copy(url, rows)
-        gate_s, accepted = gate_and_writer(url, pid, points, args.batch)
+        copy_cpu: dict[str, float] = {}
+        copy_s = raw_copy(url, rows, copy_cpu)
+        gate_cpu: dict[str, float] = {}
+        gate_s, accepted = gate_and_writer(
+            url, pid, points, args.batch, args.commits_in_flight, gate_cpu
+        )
         assert accepted == args.readings, f"only {accepted} of {args.readings} accepted"
         multi_s = 0.0
         if args.processes > 1:
@@ -106,6 +127,9 @@ def main() -> None:
     print(f"{'raw COPY (ceiling)':<28}{n:>10}{len(rows):>10}{copy_s:>10.2f}{copy_rate:>14,.0f}")
     print(f"{'gate + writer':<28}{n:>10}{len(rows):>10}{gate_s:>10.2f}{gate_rate:>14,.0f}")
     print(f"ratio gate+writer / raw COPY: {gate_rate / copy_rate:.2f} (target >= 0.5)")
+    for label, used in (("raw COPY", copy_cpu), ("gate + writer", gate_cpu)):
+        parts = ", ".join(f"{k} {1e6 * v / n:.1f}" for k, v in used.items())
+        print(f"CPU per reading, {label}: {parts} µs (total {1e6 * sum(used.values()) / n:.1f})")
     if multi_s:
         multi_rate = n / multi_s
         label = f"gate + writer, {args.processes} procs"
