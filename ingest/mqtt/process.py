@@ -25,6 +25,7 @@ from ingest.mqtt.ingester import (
     Ingester,
 )
 from ingest.mqtt.instance import InstanceSlotsFull, claim_instance
+from ingest.mqtt.pipeline import COMMITTERS
 from store.db import make_pool
 from store.writer import Writer
 
@@ -115,7 +116,7 @@ def serve(
         pool = make_pool(
             settings.require_database_url(),
             min_size=1,
-            max_size=2,
+            max_size=COMMITTERS,  # one connection per committer
             timeout=5.0,
         )
         stack.callback(pool.close)
