@@ -170,7 +170,8 @@ def _point(dp: Any, now: datetime) -> Reading | Refusal:
     name = key[0]
     # Every date-time is parsed (the reference validates them all); ValueError
     # (say 30 February) goes to the reference path.
-    created = _parse_time(header.creation_date_time)
+    created_text = header.creation_date_time
+    created = _parse_time(created_text)
     prov = header.acquisition_provenance
     if prov is not UNSET:
         for text in (prov.source_creation_date_time, prov.source_last_modification_date_time):
@@ -181,7 +182,7 @@ def _point(dp: Any, now: datetime) -> Reading | Refusal:
     if tf is UNSET:  # the version lets the body omit it
         when = utc(created, "header.creation_date_time")
     else:
-        when = _effective_time(tf)
+        when = _effective_time(tf, created_text, created)
         need = TIME_FRAME_REQUIRES.get(key)
         if need is not None and getattr(tf, need) is UNSET:
             raise _NotFast
@@ -232,13 +233,16 @@ def _parse_date(s: str) -> date:
     return date.fromisoformat(s)
 
 
-def _effective_time(tf: Any) -> datetime:
-    """`schemas.timeframe.effective_time` of a time frame Struct (SchemaProblem: _NotFast)."""
+def _effective_time(tf: Any, created_text: str, created: datetime) -> datetime:
+    """`schemas.timeframe.effective_time` of a time frame Struct (SchemaProblem:
+    _NotFast). A date_time that is the creation date-time's text is not parsed twice."""
     ti = tf.time_interval
     if ti is UNSET:
-        if tf.date_time is UNSET:
+        text = tf.date_time
+        if text is UNSET:
             raise _NotFast
-        return utc(_parse_time(tf.date_time), "body.effective_time_frame.date_time")
+        t = created if text == created_text else _parse_time(text)
+        return utc(t, "body.effective_time_frame.date_time")
     frame: dict[str, Any] = {"time_interval": _as_dict(ti)}
     if tf.date_time is not UNSET:
         frame["date_time"] = _parse_time(tf.date_time)
