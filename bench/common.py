@@ -13,9 +13,11 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 from psycopg import sql
 
+from bench.cpu import Meter
 from ingest.gate.payload import parse_payload
 from schemas.reading import Reading
 from store import registry
+from store.db import fast_bytes_copy
 from store.migrate import migrate
 from store.writer import READINGS_TYPES
 
@@ -102,12 +104,14 @@ COPY_COLUMNS = (
 def ceiling_rows(
     url: str, provider_id: str, points: list[dict], prefix: str = "raw-"
 ) -> list[tuple]:
-    """The rows the gate would store for `points`, ready for the raw COPY ceiling."""
+    """The rows the gate would store for `points`, ready for the raw COPY ceiling
+    (uuids as their 16 bytes, as the writer sends them)."""
     with psycopg.connect(url) as conn:
-        subject_of: dict[str, uuid.UUID] = dict(
-            conn.execute("SELECT user_ref, subject_id FROM links").fetchall()
-        )
-    pid = uuid.UUID(provider_id)
+        subject_of: dict[str, bytes] = {
+            ref: sid.bytes
+            for ref, sid in conn.execute("SELECT user_ref, subject_id FROM links").fetchall()
+        }
+    pid = uuid.UUID(provider_id).bytes
     return [
         (
             p.effective_time,
@@ -127,17 +131,29 @@ def ceiling_rows(
     ]
 
 
-def raw_copy(url: str, rows: list[tuple]) -> float:
-    """The ceiling: the same rows COPYed into readings, in the writer's own
-    (binary) format. Returns seconds."""
-    started = time.perf_counter()
+def raw_copy(url: str, rows: list[tuple], cpu: dict[str, float] | None = None) -> float:
+    """The ceiling: the same rows COPYed, in the writer's own (binary) format and
+    in one transaction, into a fresh table LIKE readings INCLUDING ALL (the same
+    columns, defaults, constraints and indexes), dropped afterwards. Returns the
+    seconds of the COPY and its commit; `cpu`, if given, gets the CPU seconds
+    of this process ("client") and of its backend ("server") meanwhile."""
     with psycopg.connect(url) as conn, conn.cursor() as cur:
-        with cur.copy(f"COPY readings ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        fast_bytes_copy(conn)  # as the writer's pool connections do
+        cur.execute("CREATE TABLE readings_ceiling (LIKE readings INCLUDING ALL)")
+        conn.commit()
+        meter = Meter(client=[os.getpid()], server=[conn.info.backend_pid]).start()
+        started = time.perf_counter()
+        with cur.copy(f"COPY readings_ceiling ({COPY_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(READINGS_TYPES[:10])
             for row in rows:
                 copy.write_row(row)
         conn.commit()
-    return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        if cpu is not None:
+            cpu.update(meter.stop())
+        cur.execute("DROP TABLE readings_ceiling")
+        conn.commit()
+    return elapsed
 
 
 def peak_rss_mb() -> float:

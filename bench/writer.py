@@ -8,37 +8,61 @@ from __future__ import annotations
 import argparse
 import gc
 import multiprocessing
+import os
 import time
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
 
+import orjson
 import psycopg
 
 from bench.common import ceiling_rows, data_points, raw_copy, scratch_database, seed_registry
+from bench.cpu import Meter, backends
 from ingest.gate import Gate
 from store.db import make_pool
 from store.writer import Outcome, Writer
 
+# As many batches as the MQTT ingester commits at once (ingest.mqtt.pipeline).
+COMMITS_IN_FLIGHT = 2
 
-def gate_and_writer(url: str, pid: str, points: list[dict], batch: int) -> tuple[float, int]:
+
+def gate_and_writer(
+    url: str,
+    pid: str,
+    points: list[dict],
+    batch: int,
+    commits_in_flight: int = COMMITS_IN_FLIGHT,
+    cpu: dict[str, float] | None = None,
+) -> tuple[float, int]:
     """Parse batch n+1 while batch n commits, as the transports do (the MQTT
-    ingester's parse and commit threads; HTTP request threads and the coalescer)."""
-    pool = make_pool(url, min_size=1, max_size=2)
+    ingester's parse and commit threads; HTTP request threads and the coalescer).
+
+    Each batch reaches the gate as the JSON bytes a transport receives (an
+    array of data points), so decoding is timed too. Up to `commits_in_flight`
+    batches commit at once, each on its own connection, as the ingester's
+    committers do. `cpu`, if given, gets the CPU seconds of this process
+    ("client") and of its backends ("server")."""
+    payloads = [orjson.dumps(points[i : i + batch]) for i in range(0, len(points), batch)]
+    pool = make_pool(url, min_size=commits_in_flight, max_size=commits_in_flight + 1)
     pool.wait()
     gate = Gate(Writer(pool), "bench")
     accepted = 0
+    meter = Meter(client=[os.getpid()], server=lambda: backends(url)).start()
     started = time.perf_counter()
     now = datetime.now(UTC)
-    with ThreadPoolExecutor(max_workers=1) as commits:
-        pending: Future[list[Outcome]] | None = None
-        for i in range(0, len(points), batch):
-            parsed = gate.parse(points[i : i + batch], now=now)
-            if pending is not None:
-                accepted += sum(1 for o in pending.result() if o.status == "accepted")
-            pending = commits.submit(gate.write, [(pid, p) for p in parsed])
-        if pending is not None:
-            accepted += sum(1 for o in pending.result() if o.status == "accepted")
+    with ThreadPoolExecutor(max_workers=commits_in_flight) as commits:
+        pending: deque[Future[list[Outcome]]] = deque()
+        for payload in payloads:
+            parsed = gate.parse(payload, now=now)
+            if len(pending) == commits_in_flight:
+                accepted += sum(1 for o in pending.popleft().result() if o.status == "accepted")
+            pending.append(commits.submit(gate.write, [(pid, p) for p in parsed]))
+        while pending:
+            accepted += sum(1 for o in pending.popleft().result() if o.status == "accepted")
     elapsed = time.perf_counter() - started
+    if cpu is not None:
+        cpu.update(meter.stop())
     pool.close()
     return elapsed, accepted
 
@@ -69,6 +93,7 @@ def main() -> None:
     ap.add_argument(
         "--processes", type=int, default=2, help="also run the gate + writer in this many processes"
     )
+    ap.add_argument("--commits-in-flight", type=int, default=COMMITS_IN_FLIGHT)
     args = ap.parse_args()
 
     with scratch_database() as url:
@@ -79,11 +104,12 @@ def main() -> None:
         # cyclic GC's scans, which a transport (one batch in memory) never pays.
         gc.collect()
         gc.freeze()
-        copy_s = raw_copy(url, rows)
-        with psycopg.connect(url) as conn:
-            conn.execute("TRUNCATE readings")
-            conn.commit()
-        gate_s, accepted = gate_and_writer(url, pid, points, args.batch)
+        copy_cpu: dict[str, float] = {}
+        copy_s = raw_copy(url, rows, copy_cpu)
+        gate_cpu: dict[str, float] = {}
+        gate_s, accepted = gate_and_writer(
+            url, pid, points, args.batch, args.commits_in_flight, gate_cpu
+        )
         assert accepted == args.readings, f"only {accepted} of {args.readings} accepted"
         multi_s = 0.0
         if args.processes > 1:
@@ -101,6 +127,9 @@ def main() -> None:
     print(f"{'raw COPY (ceiling)':<28}{n:>10}{len(rows):>10}{copy_s:>10.2f}{copy_rate:>14,.0f}")
     print(f"{'gate + writer':<28}{n:>10}{len(rows):>10}{gate_s:>10.2f}{gate_rate:>14,.0f}")
     print(f"ratio gate+writer / raw COPY: {gate_rate / copy_rate:.2f} (target >= 0.5)")
+    for label, used in (("raw COPY", copy_cpu), ("gate + writer", gate_cpu)):
+        parts = ", ".join(f"{k} {1e6 * v / n:.1f}" for k, v in used.items())
+        print(f"CPU per reading, {label}: {parts} µs (total {1e6 * sum(used.values()) / n:.1f})")
     if multi_s:
         multi_rate = n / multi_s
         label = f"gate + writer, {args.processes} procs"

@@ -19,6 +19,7 @@ from importlib.resources.abc import Traversable
 
 import psycopg
 import psycopg_pool
+from psycopg.adapt import PyFormat
 
 from core.errors import StorageError, StorageUnavailable
 
@@ -85,7 +86,15 @@ def transaction(pool: Pool, timeout: float | None = None) -> Iterator[Connection
         yield conn
 
 
+def fast_bytes_copy(conn: psycopg.Connection) -> None:
+    """Dump `bytes` for a bytea column (or a uuid one: the writer's COPY sends a
+    uuid as its 16 bytes) with psycopg's C dumper: by oid, psycopg looks up the
+    Python dumper of the DB-API `Binary` wrapper, a Python call per value."""
+    conn.adapters.register_dumper(bytes, conn.adapters.get_dumper(bytes, PyFormat.BINARY))
+
+
 def _configure(conn: psycopg.Connection) -> None:
+    fast_bytes_copy(conn)
     # Per-connection staging tables for the writer (emptied at every commit).
     with conn.cursor() as cur:
         cur.execute(q("create_staging"))

@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Literal, Protocol
 
 from ingest.gate.coalesce import CoalescingWriter
-from ingest.gate.payload import Format, ShapeError, decode, detect_format, parse_payload
+from ingest.gate.payload import Format, ShapeError, detect_format, parse_payload, parse_raw
 from schemas.reading import INVALID_SCHEMA, Refusal
 from store.writer import Outcome, Parsed
 
@@ -83,11 +83,14 @@ class Gate:
     ) -> list[Parsed]:
         """A payload → one reading or refusal per data point, in order.
 
-        Raw bytes are decoded as JSON first. Raises ShapeError when the payload
-        as a whole is malformed (then nothing of it may be written).
+        Raw bytes (what a transport should pass: they take the fast path) are
+        decoded here. Raises ShapeError when the payload as a whole is
+        malformed (then nothing of it may be written).
         """
         if isinstance(payload, bytes | bytearray):
-            payload = decode(payload, max_bytes=self.max_bytes)
+            return parse_raw(
+                payload, fmt, now=now, max_items=self.max_items, max_bytes=self.max_bytes
+            )[1]
         return parse_payload(payload, fmt, now=now, max_items=self.max_items)
 
     def parse_or_refuse(
@@ -117,9 +120,12 @@ class Gate:
         """
         try:
             if isinstance(payload, bytes | bytearray):
-                payload = decode(payload, max_bytes=self.max_bytes)
-            fmt = fmt or detect_format(payload)
-            parsed = parse_payload(payload, fmt, now=now, max_items=self.max_items)
+                _, parsed = parse_raw(
+                    payload, fmt, now=now, max_items=self.max_items, max_bytes=self.max_bytes
+                )
+            else:
+                fmt = fmt or detect_format(payload)
+                parsed = parse_payload(payload, fmt, now=now, max_items=self.max_items)
         except ShapeError as e:
             return [Verdict(None, "invalid", INVALID_SCHEMA, str(e))]
         return [

@@ -4,6 +4,11 @@ Stateless checks only (schema, units, plausibility, future time); the consent
 decision that counts is made inside the writer's transaction. A payload is
 Open mHealth (one data point or an array of them) or FHIR R4 (an Observation
 or a Bundle of them); the raw bytes of one are decoded here too.
+
+Raw Open mHealth bytes take the fast path first (`schemas.omh_fast`: msgspec
+decodes and type-checks them in one pass); whatever it is not sure about, it
+leaves to the reference path (orjson, then `parse_data_point`), so both give
+the same answers.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import orjson
 
 from schemas.fhir import count_items, parse_fhir
 from schemas.omh import parse_data_point
+from schemas.omh_fast import parse_json
 from schemas.reading import Reading, Refusal
 
 Format = Literal["omh", "fhir"]
@@ -48,6 +54,31 @@ def item_count(payload: object, fmt: Format) -> int:
     if fmt == "omh":
         return len(payload) if isinstance(payload, list) else 1
     return count_items(payload)
+
+
+def parse_raw(
+    raw: bytes | bytearray,
+    fmt: Format | None = "omh",
+    *,
+    now: datetime | None = None,
+    max_items: int | None = None,
+    max_bytes: int | None = None,
+) -> tuple[Format, list[Reading | Refusal]]:
+    """Raw bytes → (format, parsed readings/refusals, one per data point).
+
+    `fmt` None: detected (see `detect_format`). Raises ShapeError as `decode`
+    and `parse_payload` do.
+    """
+    if max_bytes is not None and len(raw) > max_bytes:
+        raise ShapeError(f"payload larger than {max_bytes} bytes")
+    now = now or datetime.now(UTC)
+    if fmt != "fhir":
+        fast = parse_json(raw, now=now, max_items=max_items)
+        if fast is not None:
+            return "omh", fast  # a data point or an array of them: never FHIR
+    payload = decode(raw)
+    fmt = fmt or detect_format(payload)
+    return fmt, parse_payload(payload, fmt, now=now, max_items=max_items)
 
 
 def items_of(payload: object, *, max_items: int | None = None) -> list[object]:

@@ -2,12 +2,22 @@
 
     on_message ──▶ parser thread (provider from the topic, Gate.parse_or_refuse,
                    batch across messages)
-               ──▶ committer thread (Gate.write: one transaction per batch)
-               ──▶ Acks.answer: publish refusals, PUBACK
+               ──▶ committer threads (Gate.write: one transaction per batch, each
+                   on its own connection; two by default)
+               ──▶ Acks.answer, in the order the batches were made: publish
+                   refusals, PUBACK
 
-While the database is unavailable the committer retries with backoff and
-holds the batch unacknowledged (memory stays bounded by the receive maximum
-and max_inflight_bytes). `drain()` takes nothing new and finishes what is held.
+Two committers overlap one batch's statements with the next one's (on 2 cores
+the database's share of a batch is most of its cost, and one transaction at
+a time leaves a core idle while Python formats the next). Each batch is
+decided in its own transaction, so a withdrawal committed first still wins;
+a reading in two batches at once is stored once (the writer's unique key and
+retry). Acknowledgements stay in order: a batch committed early waits for
+the ones before it (MQTT wants PUBACKs in the order the PUBLISHes came).
+
+While the database is unavailable a committer retries with backoff and holds
+its batch unacknowledged (memory stays bounded by the receive maximum and
+max_inflight_bytes). `drain()` takes nothing new and finishes what is held.
 """
 
 from __future__ import annotations
@@ -29,14 +39,18 @@ from store.writer import Outcome
 log = logging.getLogger("vitals.mqtt")
 
 
+COMMITTERS = 2  # batches committed at once (each holds one pool connection)
+
+
 @dataclass(slots=True)
 class Batch:
     deliveries: list[Delivery]
     readings: int
+    seq: int = 0  # acknowledged after every batch with a lower seq
 
 
 class Pipeline:
-    """A parser thread and a committer thread between paho and the database."""
+    """A parser thread and `committers` committer threads between paho and the database."""
 
     def __init__(
         self,
@@ -46,21 +60,31 @@ class Pipeline:
         batch_max_readings: int = 5000,
         batch_wait: float = 0.05,
         backoff: tuple[float, float] = (0.1, 5.0),
+        committers: int = COMMITTERS,
     ) -> None:
+        if committers < 1:
+            raise ValueError("at least one committer")
         self.gate = gate
         self.acks = acks
         self.batch_max_readings = batch_max_readings
         self.batch_wait = batch_wait
         self.backoff = backoff
         self._incoming: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
+        self.committers = committers
         self._batches: queue.Queue[Batch | None] = queue.Queue(maxsize=1)
         self.closing = threading.Event()  # SIGTERM: take nothing new, finish what we hold
         self._abort = threading.Event()  # give up draining (database still down)
-        self._busy = threading.Event()  # the committer is writing or acknowledging
         self.failed = threading.Event()  # a worker died of a bug
+        self._working = 0  # committers holding a batch (guarded by _turn)
+        self._next_seq = 0  # the parser's next batch number
+        self._next_ack = 0  # the batch whose turn it is to be acknowledged (guarded by _turn)
+        self._turn = threading.Condition()
         self._threads = [
             threading.Thread(target=self._guard(self._parse_loop), name="mqtt-parse"),
-            threading.Thread(target=self._guard(self._commit_loop), name="mqtt-commit"),
+            *(
+                threading.Thread(target=self._guard(self._commit_loop), name=f"mqtt-commit-{i}")
+                for i in range(committers)
+            ),
         ]
 
     def enqueue(self, delivery: Delivery) -> None:
@@ -104,8 +128,8 @@ class Pipeline:
     def _parse_loop(self) -> None:
         """Gather messages into batches, parsing as they come.
 
-        A batch goes to the committer as soon as it is idle (low latency when
-        traffic is light); while it is busy, messages gather for up to
+        A batch goes to a committer as soon as one is idle (low latency when
+        traffic is light); while all are busy, messages gather for up to
         batch_wait seconds or batch_max_readings readings (throughput).
         """
         while True:
@@ -130,20 +154,26 @@ class Pipeline:
                     continue
                 except queue.Empty:
                     delivery = None
-                if not self._busy.is_set() or self.closing.is_set() or time.monotonic() >= deadline:
+                if not self._saturated() or self.closing.is_set() or time.monotonic() >= deadline:
                     break
                 try:
                     delivery = self._incoming.get(timeout=0.002)
                 except queue.Empty:
                     delivery = None
             if deliveries:
-                self._handoff(Batch(deliveries, readings))
+                self._handoff(Batch(deliveries, readings, self._next_seq))
+                self._next_seq += 1
             if self._abort.is_set():
                 return
-        self._handoff(None)
+        for _ in range(self.committers):
+            self._handoff(None)
+
+    def _saturated(self) -> bool:
+        """Every committer holds a batch, or one is already waiting for them."""
+        with self._turn:
+            return self._working >= self.committers or not self._batches.empty()
 
     def _handoff(self, batch: Batch | None) -> None:
-        self._busy.set()
         while not self._abort.is_set():
             try:
                 self._batches.put(batch, timeout=0.1)
@@ -176,15 +206,27 @@ class Pipeline:
                 continue
             if batch is None:
                 return
-            self._busy.set()
+            with self._turn:
+                self._working += 1
             outcomes = self._write(batch)
-            if outcomes is None:
+            if outcomes is None or not self._await_turn(batch.seq):
                 return  # aborted: nothing acknowledged, the broker redelivers
             for d, outs in zip(batch.deliveries, outcomes, strict=True):
                 self.acks.answer(d, outs)
                 d.items = []
-            if self._batches.empty():
-                self._busy.clear()
+            with self._turn:
+                self._next_ack += 1
+                self._working -= 1
+                self._turn.notify_all()
+
+    def _await_turn(self, seq: int) -> bool:
+        """Wait until every earlier batch is acknowledged (False: aborted meanwhile)."""
+        with self._turn:
+            while self._next_ack != seq:
+                if self._abort.is_set():
+                    return False
+                self._turn.wait(0.1)
+        return True
 
     def _write(self, batch: Batch) -> list[list[Outcome]] | None:
         """Commit a batch; per-delivery outcomes. Retries while storage is unavailable."""

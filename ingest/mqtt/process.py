@@ -26,6 +26,7 @@ from ingest.mqtt.ingester import (
     Ingester,
 )
 from ingest.mqtt.instance import InstanceSlotsFull, claim_instance
+from ingest.mqtt.pipeline import COMMITTERS
 
 log = logging.getLogger("vitals.mqtt")
 
@@ -111,7 +112,7 @@ def serve(
             settings,
             TRANSPORT,
             pool_min=1,
-            pool_max=2,
+            pool_max=COMMITTERS,  # one connection per committer
             pool_timeout=5.0,
             max_items=MAX_ITEMS,
             max_bytes=MAX_PAYLOAD_BYTES,

@@ -273,11 +273,11 @@ def test_erasure_last_step_waits_for_a_concurrent_batch(
                 b.execute(q("create_staging"))
                 b.execute(
                     "INSERT INTO staging_readings VALUES (0, %s, 'late-batch', %s, "
-                    "'heart-rate', %s, NULL, 'test')",
+                    "'heart-rate', %s, NULL)",
                     (pid, USER_REF, NOW),
                 )
                 b.execute(q("lock_batch_subjects")).fetchall()
-                results["decided"] = b.execute(q("decide_batch")).fetchall()
+                results["decided"] = b.execute(q("decide_batch"), {"transport": "test"}).fetchall()
                 b.commit()
         except BaseException as e:  # reported below
             results["batch_error"] = e

@@ -25,6 +25,7 @@ from schemas import (
 from schemas.omh import DISPERSION_STATISTICS
 from schemas.plausibility import BOUNDS
 from schemas.units import CANONICAL
+from tests.support import fastpath
 
 NOW = datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
 HR = {"value": 62, "unit": "beats/min"}
@@ -64,14 +65,20 @@ def dp(
     }
 
 
+def parse(obj: object) -> Reading | Refusal:
+    """parse_data_point, and the fast path on the same data point as JSON must agree."""
+    fastpath.check_object(obj, NOW)
+    return parse_data_point(obj, now=NOW)
+
+
 def reading(obj: object) -> Reading:
-    result = parse_data_point(obj, now=NOW)
+    result = parse(obj)
     assert isinstance(result, Reading), result
     return result
 
 
 def refused(obj: object, reason: str) -> Refusal:
-    result = parse_data_point(obj, now=NOW)
+    result = parse(obj)
     assert isinstance(result, Refusal), result
     assert result.reason == reason, result
     assert result.detail != "data point could not be parsed"  # not the catch-all
@@ -563,7 +570,7 @@ def _check(result: object) -> None:
 @SETTINGS
 @given(json_values)
 def test_never_raises_on_arbitrary_json(obj: object) -> None:
-    _check(parse_data_point(obj, now=NOW))
+    _check(parse(obj))
 
 
 PATHS = [
@@ -592,16 +599,13 @@ def test_never_raises_on_a_damaged_data_point(path: tuple[str, ...], value: obje
     for key in path[:-1]:
         holder = holder[key]
     holder[path[-1]] = value
-    _check(parse_data_point(obj, now=NOW))
+    _check(parse(obj))
 
 
 @SETTINGS
 @given(st.floats(allow_nan=False, allow_infinity=False))
 def test_details_never_carry_the_value(value: float) -> None:
-    r = parse_data_point(
-        dp(body=one("heart_rate", value, "beats/min")),
-        now=NOW,
-    )
+    r = parse(dp(body=one("heart_rate", value, "beats/min")))
     if isinstance(r, Refusal):
         assert r.reason == IMPLAUSIBLE_VALUE
         assert r.detail == "heart_rate outside the plausible range 20..300 /min"
