@@ -66,6 +66,16 @@ def connect(settings: Settings) -> Connection:
     return store_connect(settings.require_database_url())
 
 
+def commit_and_emit(settings: Settings, work: Callable[[Connection], Any]) -> int:
+    """The shape of every registry command: `work` on one connection, commit,
+    print its result as JSON, exit 0."""
+    with connect(settings) as conn:
+        result = work(conn)
+        conn.commit()
+    emit(result)
+    return 0
+
+
 def private_output(path: str) -> IO[bytes]:
     """Open for writing, mode 0600 (also when the file exists): an extract holds
     everything about a person."""

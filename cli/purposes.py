@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.output import Groups, connect, csv_list, emit
+from cli.output import Groups, commit_and_emit, csv_list
 from core.settings import Settings
 
 
@@ -13,55 +13,45 @@ def cmd_objection_add(args: argparse.Namespace, settings: Settings) -> int:
     from store import objections
 
     master = settings.require_secret_key()
-    with connect(settings) as conn:
-        result = objections.add_objection(
+    return commit_and_emit(
+        settings,
+        lambda conn: objections.add_objection(
             conn, master, args.subject_id, args.purpose, actor="cli", partner_id=args.partner
-        )
-        conn.commit()
-    emit(result)
-    return 0
+        ),
+    )
 
 
 def cmd_objection_lift(args: argparse.Namespace, settings: Settings) -> int:
     from store import objections
 
-    with connect(settings) as conn:
-        result = objections.lift_objection(conn, args.objection_id, actor="cli")
-        conn.commit()
-    emit(result)
-    return 0
+    return commit_and_emit(
+        settings, lambda conn: objections.lift_objection(conn, args.objection_id, actor="cli")
+    )
 
 
 def cmd_partner_add(args: argparse.Namespace, settings: Settings) -> int:
     from store import partners
 
-    with connect(settings) as conn:
-        result = partners.add_partner(
+    return commit_and_emit(
+        settings,
+        lambda conn: partners.add_partner(
             conn, args.name, args.region, args.purposes, args.types, actor="cli"
-        )
-        conn.commit()
-    emit(result)
-    return 0
+        ),
+    )
 
 
 def cmd_partner_list(args: argparse.Namespace, settings: Settings) -> int:
     from store import partners
 
-    with connect(settings) as conn:
-        result = partners.list_partners(conn, actor="cli")
-        conn.commit()
-    emit(result)
-    return 0
+    return commit_and_emit(settings, lambda conn: partners.list_partners(conn, actor="cli"))
 
 
 def cmd_partner_notices(args: argparse.Namespace, settings: Settings) -> int:
     from store import partners
 
-    with connect(settings) as conn:
-        result = partners.notices(conn, args.partner_id, actor="cli")
-        conn.commit()
-    emit(result)
-    return 0
+    return commit_and_emit(
+        settings, lambda conn: partners.notices(conn, args.partner_id, actor="cli")
+    )
 
 
 def register(groups: Groups) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cli.output import Groups, connect, csv_list, emit, iso_time, say
+from cli.output import Groups, commit_and_emit, csv_list, iso_time, say
 from core.errors import InputError
 from core.settings import Settings
 
@@ -15,34 +15,32 @@ def cmd_provider_add(args: argparse.Namespace, settings: Settings) -> int:
     master = settings.require_secret_key()
     if settings.mqtt_admin_url is None:
         say("VITALS_MQTT_ADMIN_URL not set: no MQTT credentials created")
-    with connect(settings) as conn:
-        result = providers.add_provider(
+    return commit_and_emit(
+        settings,
+        lambda conn: providers.add_provider(
             conn,
             master,
             args.name,
             args.types,
             actor="cli",
             mqtt_admin_url=settings.mqtt_admin(),
-        )
-        conn.commit()
-    emit(result)
-    return 0
+        ),
+    )
 
 
 def cmd_provider_status(args: argparse.Namespace, settings: Settings) -> int:
     from ingest import providers
 
-    with connect(settings) as conn:
-        result = providers.set_provider_status(
+    return commit_and_emit(
+        settings,
+        lambda conn: providers.set_provider_status(
             conn,
             args.provider_id,
             args.status,
             actor="cli",
             mqtt_admin_url=settings.mqtt_admin(),
-        )
-        conn.commit()
-    emit(result)
-    return 0
+        ),
+    )
 
 
 def cmd_subject_add(args: argparse.Namespace, settings: Settings) -> int:
@@ -54,18 +52,17 @@ def cmd_subject_add(args: argparse.Namespace, settings: Settings) -> int:
         if not sep or not user_ref:
             raise InputError("invalid_link", f"--link wants PROVIDER_ID:USER_REF, not {link!r}")
         links.append((provider_id, user_ref))
-    with connect(settings) as conn:
-        result = registry.add_subject(conn, args.residency, links, actor="cli")
-        conn.commit()
-    emit(result)
-    return 0
+    return commit_and_emit(
+        settings, lambda conn: registry.add_subject(conn, args.residency, links, actor="cli")
+    )
 
 
 def cmd_consent_grant(args: argparse.Namespace, settings: Settings) -> int:
     from store import registry
 
-    with connect(settings) as conn:
-        result = registry.grant_consent(
+    return commit_and_emit(
+        settings,
+        lambda conn: registry.grant_consent(
             conn,
             args.subject_id,
             args.purpose,
@@ -74,32 +71,27 @@ def cmd_consent_grant(args: argparse.Namespace, settings: Settings) -> int:
             types=args.types,
             valid_from=args.valid_from,
             valid_until=args.valid_until,
-        )
-        conn.commit()
-    emit(result)
-    return 0
+        ),
+    )
 
 
 def cmd_consent_withdraw(args: argparse.Namespace, settings: Settings) -> int:
     from store import registry
 
-    with connect(settings) as conn:
-        result = registry.withdraw_consent(conn, args.consent_id, actor="cli")
-        conn.commit()
-    emit(result)
-    return 0
+    return commit_and_emit(
+        settings, lambda conn: registry.withdraw_consent(conn, args.consent_id, actor="cli")
+    )
 
 
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     from store import registry
 
-    with connect(settings) as conn:
-        result = registry.create_token(
+    return commit_and_emit(
+        settings,
+        lambda conn: registry.create_token(
             conn, args.name, args.role, actor="cli", expires_in_days=args.expires_in
-        )
-        conn.commit()
-    emit(result)
-    return 0
+        ),
+    )
 
 
 def register(groups: Groups) -> None:
