@@ -35,6 +35,7 @@ from bench.common import (
     scratch_database,
     seed_registry,
 )
+from bench.cpu import Meter, backends
 from ingest.http.signatures import sign
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -204,7 +205,11 @@ def main() -> None:
         try:
             server.wait_ready()
             tx_before = server.metric("vitals_batch_readings_count", 'transport="http"')
+            meter = Meter(
+                driver=[os.getpid()], serve=[server.proc.pid], postgres=lambda: backends(url)
+            ).start()
             http_s, accepted = batched(server, pid, secret, bodies, args.clients)
+            meter.stop()
             transactions = server.metric("vitals_batch_readings_count", 'transport="http"')
             transactions -= tx_before
             if accepted != n:
@@ -246,6 +251,7 @@ def main() -> None:
         f"ratio HTTP / raw COPY: {http_rate / copy_rate:.2f} (target >= 0.5); "
         f"{len(bodies)} requests committed in {transactions:.0f} transactions"
     )
+    print(f"CPU per reading, HTTP signed batches: {meter.per_reading(n)}")
     print()
     print(
         f"{'single-reading requests':<34}{'requests':>10}{'req/s':>10}{'p50 ms':>10}"

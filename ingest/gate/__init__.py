@@ -6,15 +6,16 @@ writer, or the coalescing writer that shares transactions (`coalesce`).
 
 from ingest.gate.coalesce import CoalescingWriter
 from ingest.gate.gate import BatchWriter, Gate, Verdict, refusal
-from ingest.gate.payload import Format, ShapeError, item_count
+from ingest.gate.payload import Format, MalformedJSON, ShapeError, TooManyItems
 
 __all__ = [
     "BatchWriter",
     "CoalescingWriter",
     "Format",
     "Gate",
+    "MalformedJSON",
     "ShapeError",
+    "TooManyItems",
     "Verdict",
-    "item_count",
     "refusal",
 ]

@@ -2,12 +2,15 @@
 
 Each request hands its parsed readings to `submit()` and gets a future that
 resolves once *its* readings are committed (or raises the storage error that
-stopped the commit). One background thread owns the batches: it takes every
-waiting request up to `max_batch` readings, writes them in one transaction,
-and hands each request its own slice of the outcomes. It flushes as soon as
-the queue is empty or the batch is full, so a lone request waits for nothing
-but its own commit, while a burst of small requests becomes a few large
-transactions.
+stopped the commit). `committers` background threads (two by default, each on
+its own pool connection) own the batches: an idle one takes every waiting
+request up to `max_batch` readings, writes them in one transaction, and hands
+each request its own slice of the outcomes. It flushes as soon as the queue is
+empty or the batch is full, so a lone request waits for nothing but its own
+commit, while a burst of small requests becomes a few large transactions. Two
+committers overlap one transaction's Python work (rows, outcomes) with the
+other's statements in PostgreSQL; the writer's transaction still decides
+consent, and concurrent transactions are safe as the MQTT ingester's are.
 
 A request is never split across transactions, so a failed commit leaves
 nothing of it stored. The queue is bounded (in readings): when it is full,
@@ -29,6 +32,8 @@ from store.writer import Outcome, Parsed, Writer
 
 log = logging.getLogger("vitals.coalesce")
 
+COMMITTERS = 2  # transactions in flight at once (each holds one pool connection)
+
 
 class Overloaded(StorageUnavailable):
     """Too many readings are waiting for the database; try again shortly."""
@@ -45,7 +50,7 @@ class _Job:
 
 
 class CoalescingWriter:
-    """Batches concurrent `submit()` calls into shared transactions (one thread)."""
+    """Batches concurrent `submit()` calls into shared transactions (`committers` threads)."""
 
     def __init__(
         self,
@@ -54,7 +59,10 @@ class CoalescingWriter:
         *,
         max_batch: int = 5000,
         max_pending: int = 50_000,
+        committers: int = COMMITTERS,
     ) -> None:
+        if committers < 1:
+            raise ValueError("at least one committer")
         self.writer = writer
         self.transport = transport
         self.max_batch = max_batch
@@ -63,8 +71,12 @@ class CoalescingWriter:
         self._pending = 0  # readings queued, not yet taken by the thread
         self._cond = threading.Condition()
         self._closing = False
-        self._thread = threading.Thread(target=self._run, name=f"coalesce-{transport}", daemon=True)
-        self._thread.start()
+        self._threads = [
+            threading.Thread(target=self._run, name=f"coalesce-{transport}-{i}", daemon=True)
+            for i in range(committers)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     # Producer side -----------------------------------------------------------
 
@@ -95,11 +107,13 @@ class CoalescingWriter:
         return self._pending
 
     def close(self, timeout: float = 30.0) -> None:
-        """Stop taking work, finish what is queued, and stop the thread."""
+        """Stop taking work, finish what is queued, and stop the threads."""
         with self._cond:
             self._closing = True
             self._cond.notify_all()
-        self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # Consumer side -----------------------------------------------------------
 

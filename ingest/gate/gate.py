@@ -79,18 +79,21 @@ class Gate:
     # Parse ---------------------------------------------------------------------
 
     def parse(
-        self, payload: object, fmt: Format = "omh", *, now: datetime | None = None
+        self, payload: object, fmt: Format | None = "omh", *, now: datetime | None = None
     ) -> list[Parsed]:
         """A payload → one reading or refusal per data point, in order.
 
         Raw bytes (what a transport should pass: they take the fast path) are
-        decoded here. Raises ShapeError when the payload as a whole is
-        malformed (then nothing of it may be written).
+        decoded here; `fmt` None detects the format (see `detect_format`).
+        Raises ShapeError when the payload as a whole is malformed (then
+        nothing of it may be written): MalformedJSON and TooManyItems for those
+        causes.
         """
         if isinstance(payload, bytes | bytearray):
             return parse_raw(
                 payload, fmt, now=now, max_items=self.max_items, max_bytes=self.max_bytes
             )[1]
+        fmt = fmt or detect_format(payload)
         return parse_payload(payload, fmt, now=now, max_items=self.max_items)
 
     def parse_or_refuse(

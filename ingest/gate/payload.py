@@ -31,6 +31,14 @@ class ShapeError(ValueError):
     is not a data point, an array of them, or a FHIR resource."""
 
 
+class MalformedJSON(ShapeError):
+    """The payload is not valid UTF-8 JSON."""
+
+
+class TooManyItems(ShapeError):
+    """The payload holds more data points (or Observations) than allowed."""
+
+
 def detect_format(payload: object) -> Format:
     """A FHIR resource is recognisable by its `resourceType`; anything else is
     taken for Open mHealth."""
@@ -45,15 +53,7 @@ def decode(raw: bytes | bytearray, *, max_bytes: int | None = None) -> object:
     try:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
-        raise ShapeError("payload is not valid JSON") from None
-
-
-def item_count(payload: object, fmt: Format) -> int:
-    """How many results the payload gives: its data points, or for FHIR its
-    Observations (the entries of nested Bundles counted one by one)."""
-    if fmt == "omh":
-        return len(payload) if isinstance(payload, list) else 1
-    return count_items(payload)
+        raise MalformedJSON("payload is not valid JSON") from None
 
 
 def parse_raw(
@@ -67,7 +67,7 @@ def parse_raw(
     """Raw bytes → (format, parsed readings/refusals, one per data point).
 
     `fmt` None: detected (see `detect_format`). Raises ShapeError as `decode`
-    and `parse_payload` do.
+    and `parse_payload` do (MalformedJSON, TooManyItems for those causes).
     """
     if max_bytes is not None and len(raw) > max_bytes:
         raise ShapeError(f"payload larger than {max_bytes} bytes")
@@ -87,7 +87,7 @@ def items_of(payload: object, *, max_items: int | None = None) -> list[object]:
         return [payload]
     if isinstance(payload, list):
         if max_items is not None and len(payload) > max_items:
-            raise ShapeError(f"at most {max_items} data points per request")
+            raise TooManyItems(f"at most {max_items} data points per request")
         return payload
     raise ShapeError("expected a JSON object (one data point) or an array of them")
 
@@ -108,8 +108,7 @@ def parse_payload(
     if fmt == "fhir":
         if not isinstance(payload, dict):
             raise ShapeError("expected a FHIR Observation or Bundle object")
-        parsed = parse_fhir(payload, now=now)
-        if max_items is not None and len(parsed) > max_items:
-            raise ShapeError(f"at most {max_items} observations per request")
-        return parsed
+        if max_items is not None and count_items(payload) > max_items:
+            raise TooManyItems(f"at most {max_items} observations per request")
+        return parse_fhir(payload, now=now)
     return [parse_data_point(item, now=now) for item in items_of(payload, max_items=max_items)]

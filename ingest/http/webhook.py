@@ -12,16 +12,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 
-import orjson
+import msgspec
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
 from core.errors import StorageError, StorageUnavailable
-from ingest.gate import Format, ShapeError, item_count
+from ingest.gate import Format, MalformedJSON, ShapeError, TooManyItems
 from ingest.http.deps import Runtime, RuntimeDep
-from ingest.http.errors import error, json_response, unavailable
+from ingest.http.errors import error, unavailable
 from ingest.http.models import (
     MAX_BODY_BYTES,
     MAX_ITEMS,
@@ -41,7 +41,7 @@ from ingest.http.signatures import (
 log = logging.getLogger("vitals.http")
 
 TRANSPORT = "http"
-INLINE_PARSE_ITEMS = 8  # smaller payloads are validated on the event loop (no thread hop)
+INLINE_PARSE_BYTES = 4096  # smaller bodies are parsed on the event loop (no thread hop)
 
 router = APIRouter()
 
@@ -92,8 +92,8 @@ async def _webhook(
     request: Request,
     signature: tuple[str | None, str | None, str | None, str | None],
 ) -> Response:
-    """Authenticate, read within limits, decode, hand the items to the gate
-    (parse, then write through the shared coalescing writer), answer."""
+    """Authenticate, read within limits, hand the raw body to the gate (one-pass
+    decode and parse, then write through the shared coalescing writer), answer."""
     assert rt.providers is not None and rt.gate is not None
     provider = rt.providers.cached(provider_id)
     if provider is None:
@@ -115,22 +115,20 @@ async def _webhook(
         return error(413, "too_large", f"the body is limited to {MAX_BODY_BYTES} bytes")
     if not header.matches(mac):
         return error(401, "bad_signature", SIGNATURE_MISMATCH)
-    try:
-        payload = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return error(400, "malformed_json", "the body is not valid UTF-8 JSON")
-    fmt = payload_format(request.headers.get("content-type"), payload)
-    if fmt is None:
+    fmt = media_format(request.headers.get("content-type"))
+    if fmt is False:
         return error(
             415, "unsupported_media_type", "send application/json or application/fhir+json"
         )
-    if item_count(payload, fmt) > MAX_ITEMS:
-        return error(413, "too_many_items", f"at most {MAX_ITEMS} data points per request")
     try:
-        if item_count(payload, fmt) <= INLINE_PARSE_ITEMS:
-            parsed = rt.gate.parse(payload, fmt)
-        else:  # keep the event loop free while a large batch is validated
-            parsed = await run_in_threadpool(rt.gate.parse, payload, fmt)
+        if len(body) <= INLINE_PARSE_BYTES:
+            parsed = rt.gate.parse(body, fmt)
+        else:  # keep the event loop free while a large batch is decoded and validated
+            parsed = await run_in_threadpool(rt.gate.parse, body, fmt)
+    except MalformedJSON:
+        return error(400, "malformed_json", "the body is not valid UTF-8 JSON")
+    except TooManyItems:
+        return error(413, "too_many_items", f"at most {MAX_ITEMS} data points per request")
     except ShapeError as e:
         return error(400, "wrong_shape", str(e))
     try:
@@ -155,14 +153,16 @@ async def _webhook(
             "rejected": counts["rejected"],
         },
     )
-    return json_response(
+    # msgspec encodes the Outcome Structs as they are (the shape of Outcome.as_dict).
+    body = msgspec.json.encode(
         {
             "accepted": counts["accepted"],
             "duplicates": counts["duplicate"],
             "rejected": counts["rejected"],
-            "results": [o.as_dict() for o in outcomes],
+            "results": outcomes,
         }
     )
+    return Response(body, media_type="application/json")
 
 
 # Body handling -------------------------------------------------------------------
@@ -190,13 +190,13 @@ async def read_limited(
     return b"".join(chunks)
 
 
-def payload_format(content_type: str | None, payload: object) -> Format | None:
+def media_format(content_type: str | None) -> Format | None | Literal[False]:
+    """The payload format a Content-Type names: "fhir" for application/fhir+json,
+    None (recognised from the payload: a FHIR resource has a `resourceType`)
+    for application/json or none, False for any other media type."""
     media = (content_type or "").split(";")[0].strip().lower()
     if media == "application/fhir+json":
         return "fhir"
     if media in ("", "application/json"):
-        # A FHIR resource sent as plain JSON is still recognisable.
-        if isinstance(payload, dict) and "resourceType" in payload:
-            return "fhir"
-        return "omh"
-    return None
+        return None
+    return False
