@@ -25,6 +25,7 @@ from pathlib import Path
 
 import httpx
 import orjson
+import psutil
 import psycopg
 
 from bench.common import (
@@ -51,7 +52,7 @@ def free_port() -> int:
 class Server:
     """`vitals serve` as a subprocess on a free port, stopped with SIGTERM."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, workers: int = 1) -> None:
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         OUT_DIR.mkdir(exist_ok=True)
@@ -60,7 +61,8 @@ class Server:
         env.update({"VITALS_DATABASE_URL": url, "VITALS_SECRET_KEY": SECRET_KEY})
         self.log = self.log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "cli", "serve", "--port", str(self.port)]
+            + ["--workers", str(workers)],
             env=env,
             stdout=self.log,
             stderr=self.log,
@@ -78,6 +80,11 @@ class Server:
                 pass
             time.sleep(0.1)
         raise SystemExit(f"vitals serve not ready after {timeout} s; see {self.log_path}")
+
+    def processes(self) -> list[int]:
+        """`vitals serve` and its worker processes."""
+        proc = psutil.Process(self.proc.pid)
+        return [proc.pid] + [c.pid for c in proc.children(recursive=True)]
 
     def metric(self, name: str, labels: str) -> float:
         text = httpx.get(f"{self.base}/metrics").text
@@ -187,6 +194,8 @@ def main() -> None:
     # leave a core idle while each client waits for its answer.
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--subjects", type=int, default=1_000)
+    # Two worker processes: one holds its GIL about half the time under load.
+    ap.add_argument("--workers", type=int, default=2, help="vitals serve --workers")
     ap.add_argument("--single", type=int, default=2_000, help="single-reading requests per run")
     ap.add_argument("--single-clients", default="1,16", help="concurrency levels, comma-separated")
     args = ap.parse_args()
@@ -204,12 +213,12 @@ def main() -> None:
             conn.execute("TRUNCATE readings")
             conn.commit()
 
-        server = Server(url)
+        server = Server(url, args.workers)
         try:
             server.wait_ready()
             tx_before = server.metric("vitals_batch_readings_count", 'transport="http"')
             meter = Meter(
-                driver=[os.getpid()], serve=[server.proc.pid], postgres=lambda: backends(url)
+                driver=[os.getpid()], serve=server.processes, postgres=lambda: backends(url)
             ).start()
             http_s, accepted = batched(server, pid, secret, bodies, args.clients)
             meter.stop()
@@ -242,7 +251,7 @@ def main() -> None:
     copy_rate, http_rate = n / copy_s, n / http_s
     print(
         f"HTTP webhook benchmark: {n:,} readings, batches of {args.batch:,}, "
-        f"{args.clients} concurrent clients, against `vitals serve`"
+        f"{args.clients} concurrent clients, against `vitals serve --workers {args.workers}`"
     )
     print(f"{'stage':<34}{'readings':>10}{'rows':>10}{'seconds':>10}{'readings/s':>14}")
     print(

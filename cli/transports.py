@@ -109,6 +109,9 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             raise SettingsError(f"{option}: no such file {path}")
     if args.admin_port is not None and args.admin_port == args.port:
         raise SettingsError("--admin-port must differ from --port")
+    workers = settings.http_workers if args.workers is None else args.workers
+    if not 1 <= workers <= 64:
+        raise SettingsError("--workers must be between 1 and 64")
     serve(
         settings,
         host=args.host,
@@ -117,6 +120,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         ssl_keyfile=args.ssl_keyfile,
         admin_host=args.admin_host,
         admin_port=args.admin_port,
+        workers=workers,
     )
     return 0
 
@@ -189,6 +193,11 @@ def register(sub: argparse._SubParsersAction, groups: Groups) -> None:
         "serves the webhook, /healthz and /readyz only",
     )
     p.add_argument("--admin-host", default="127.0.0.1", help="address of --admin-port")
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="worker processes sharing the listeners (default VITALS_HTTP_WORKERS, else 1)",
+    )
     p.set_defaults(func=cmd_serve)
 
     p = sub.add_parser("validate", help="check data points without storing")

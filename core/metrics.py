@@ -8,12 +8,18 @@ shows no MQTT gauges and the ingester's none of the HTTP latency.
 
 from __future__ import annotations
 
+import os
 import threading
 from collections import Counter as _Tally
 from collections.abc import Iterable
 
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, multiprocess
+from prometheus_client import generate_latest as _generate_latest
 from prometheus_client.metrics import MetricWrapperBase
+
+# Set (to a private directory) by `vitals serve --workers N` before its workers
+# start: prometheus_client then keeps every worker's values in files there.
+MULTIPROC_DIR_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 READINGS = Counter(
     "vitals_readings_total",
@@ -107,3 +113,13 @@ def record_batch(
         total += n
     BATCH_SIZE.labels(transport).observe(total)
     COMMIT_SECONDS.labels(transport).observe(seconds)
+
+
+def exposition() -> bytes:
+    """The Prometheus text of this process's metrics; with several worker
+    processes (MULTIPROC_DIR_ENV set), of all of them added up."""
+    if os.environ.get(MULTIPROC_DIR_ENV):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return _generate_latest(registry)
+    return _generate_latest()

@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     mqtt_session_expiry: int = Field(default=300, ge=0, le=7 * 24 * 3600)
     mqtt_max_inflight_bytes: int = Field(default=64 * 1024 * 1024, gt=0)
 
+    # `vitals serve` worker processes (each with its own pool and writer).
+    http_workers: int = Field(default=1, ge=1, le=64)
+
     # Writer tuning.
     pool_min_size: int = 1
     pool_max_size: int = 8

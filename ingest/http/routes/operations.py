@@ -4,9 +4,10 @@ listener too, /metrics on the admin listener only)."""
 from __future__ import annotations
 
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from core.errors import StorageError
+from core.metrics import exposition as metrics_text
 from ingest.http.deps import RuntimeDep
 from ingest.http.errors import RETRY_AFTER_S, json_response
 from store.migrate import pending_names
@@ -40,4 +41,4 @@ def readyz(rt: RuntimeDep) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics")
 def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(metrics_text(), media_type=CONTENT_TYPE_LATEST)
