@@ -1,10 +1,12 @@
 """MQTT ingestion, published → committed, beside a raw COPY and a naive ingester.
 
     python -m bench.mqtt [--readings 200000] [--per-message 100] [--naive-readings 10000]
+                         [--instances 2]
 
 One private Mosquitto (from `vitals broker init`) and one scratch database:
 1. raw COPY of the same rows into `readings` (the ceiling);
-2. `vitals mqtt` (a subprocess): every reading published as QoS 1 arrays, timed
+2. `vitals mqtt` (two subprocesses on the shared subscription, as compose runs
+   them): every reading published as QoS 1 arrays, timed
    from the first publish until the last reading is committed;
 3. the same ingester at half that rate: publish → commit latency per message,
    observed through a LISTEN on a notification its commits raise;
@@ -130,8 +132,10 @@ class Ingester:
         log_dir: Path,
         profile: str | None = None,
         profile_gil: bool = False,
+        instance: str = "bench",
     ) -> None:
         self.port = free_port()
+        self.instance = instance
         self.transactions = 0  # batches committed during max_rate
         self.mqtt_url = broker.ingester_url
         env = {k: v for k, v in os.environ.items() if not k.startswith("VITALS_")}
@@ -140,10 +144,10 @@ class Ingester:
             "VITALS_MQTT_URL": broker.ingester_url,
             "VITALS_SECRET_KEY": SECRET_KEY,
         }
-        self.log = log_dir / "ingester.log"
+        self.log = log_dir / f"ingester-{instance}.log"
         with self.log.open("wb") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "cli", "mqtt", "--instance", "bench"]
+                [sys.executable, "-m", "cli", "mqtt", "--instance", instance]
                 + ["--metrics-port", str(self.port)],
                 env=env,
                 cwd=ROOT,
@@ -187,7 +191,9 @@ class Ingester:
         if self.profiler is not None:
             self.profiler.wait(30)
         # End its persistent session: it would keep a share of later messages.
-        client, kwargs = make_client(self.mqtt_url, ingester_client_id(self.mqtt_url, "bench"))
+        client, kwargs = make_client(
+            self.mqtt_url, ingester_client_id(self.mqtt_url, self.instance)
+        )
         client.connect(**kwargs)
         client.loop_start()
         time.sleep(0.2)
@@ -195,8 +201,31 @@ class Ingester:
         client.loop_stop()
 
 
+class Ingesters:
+    """One or more `vitals mqtt` instances on the shared subscription (they split
+    the messages between them), summed."""
+
+    def __init__(self, members: list[Ingester]) -> None:
+        self.members = members
+        self.transactions = 0
+
+    @property
+    def pids(self) -> list[int]:
+        return [m.process.pid for m in self.members]
+
+    def sample(self, name: str, **labels: str) -> float:
+        return sum(m.sample(name, **labels) for m in self.members)
+
+    def accepted(self) -> float:
+        return sum(m.accepted() for m in self.members)
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+
 def max_rate(
-    ingester: Ingester, url: str, topic: str, payloads: list[bytes], n: int, meter: Meter
+    ingester: Ingesters, url: str, topic: str, payloads: list[bytes], n: int, meter: Meter
 ) -> float:
     """Seconds from the first publish until n readings are committed.
 
@@ -339,6 +368,12 @@ def main() -> None:
     ap.add_argument("--naive-readings", type=int, default=10_000)
     ap.add_argument("--latency-readings", type=int, default=100_000)
     ap.add_argument("--subjects", type=int, default=1_000)
+    ap.add_argument(
+        "--instances",
+        type=int,
+        default=2,  # as docker-compose.yml runs them
+        help="vitals mqtt processes on the shared subscription",
+    )
     ap.add_argument("--profile", metavar="FILE", help="py-spy the ingester into FILE (raw)")
     ap.add_argument(
         "--profile-gil", action="store_true", help="profile only the thread holding the GIL"
@@ -361,10 +396,22 @@ def main() -> None:
             copy_s = raw_copy(url, rows, copy_cpu)
 
             # 2. The ingester at full speed.
-            ingester = Ingester(url, broker, Path(tmp), args.profile, args.profile_gil)
+            ingester = Ingesters(
+                [
+                    Ingester(
+                        url,
+                        broker,
+                        Path(tmp),
+                        args.profile if i == 0 else None,
+                        args.profile_gil,
+                        instance=f"bench-{i}",
+                    )
+                    for i in range(args.instances)
+                ]
+            )
             assert broker.process is not None
             meter = Meter(
-                ingester=[ingester.process.pid],
+                ingester=ingester.pids,
                 postgres=lambda: backends(url),
                 mosquitto=[broker.process.pid],
             )
@@ -402,6 +449,8 @@ def main() -> None:
     print(f"{'stage':<44}{'readings':>10}{'seconds':>10}{'readings/s':>14}")
     print(f"{'raw COPY of the same rows (ceiling)':<44}{n:>10}{copy_s:>10.2f}{copy_rate:>14,.0f}")
     label = f"vitals mqtt, {per}/message, published→committed"
+    if args.instances > 1:
+        label = f"vitals mqtt ×{args.instances}, {per}/message, published→committed"
     print(f"{label:<44}{n:>10}{mqtt_s:>10.2f}{rate:>14,.0f}")
     naive_label = "naive: paho callback, INSERT+commit/reading"
     print(f"{naive_label:<44}{args.naive_readings:>10}{naive_s:>10.2f}{naive_rate:>14,.0f}")
