@@ -85,6 +85,9 @@ def machine() -> list[tuple[str, str]]:
     return rows
 
 
+KNOWN = {"vitals serve (API)", "vitals mqtt (ingester, each)", "mosquitto", "benchmark driver"}
+
+
 def role(proc: psutil.Process) -> str:
     try:
         cmd = " ".join(proc.cmdline())
@@ -93,8 +96,8 @@ def role(proc: psutil.Process) -> str:
     for marker, name in (
         ("cli serve", "vitals serve (API)"),
         (" serve ", "vitals serve (API)"),
-        ("cli mqtt", "vitals mqtt (ingester)"),
-        (" mqtt ", "vitals mqtt (ingester)"),
+        ("cli mqtt", "vitals mqtt (ingester, each)"),
+        (" mqtt ", "vitals mqtt (ingester, each)"),
         ("mosquitto", "mosquitto"),
         ("bench.", "benchmark driver"),
     ):
@@ -129,6 +132,13 @@ def run(name: str, extra: list[str]) -> tuple[str, float, dict[str, float], int]
                 except psutil.Error:
                     continue
                 key = role(p)
+                if key not in KNOWN:  # a worker process of `vitals serve --workers`
+                    try:
+                        ancestors = {role(a) for a in p.parents()}
+                    except psutil.Error:
+                        ancestors = set()
+                    if "vitals serve (API)" in ancestors:
+                        key = "vitals serve worker (API, each)"
                 peaks[key] = max(peaks.get(key, 0.0), rss)
             done.wait(0.2)
 
