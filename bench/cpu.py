@@ -9,6 +9,7 @@ ingester or API process), the PostgreSQL backends serving it, the broker.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 
 import psutil
@@ -65,3 +66,14 @@ class Meter:
         parts = [f"{n} {1e6 * s / readings:.1f}" for n, s in self.used.items()]
         total = sum(self.used.values())
         return ", ".join(parts) + f"; total {1e6 * total / readings:.1f} µs/reading"
+
+
+def bound(ceiling_seconds: float, path_cpu_seconds: float, cores: int | None = None) -> str:
+    """The best ratio the path's CPU cost allows: it needs `path_cpu_seconds` of
+    CPU (all its processes: client, PostgreSQL, broker) for the readings the
+    ceiling stored in `ceiling_seconds`, so with every core busy on it and
+    nothing else it reaches at most cores x ceiling_seconds / path_cpu_seconds
+    of the ceiling's rate."""
+    cores = cores or os.cpu_count() or 1
+    best = cores * ceiling_seconds / path_cpu_seconds
+    return f"CPU bound on {cores} cores: ratio <= {best:.2f} (cores x ceiling s / path CPU s)"

@@ -37,7 +37,7 @@ from bench.common import (
     scratch_database,
     seed_registry,
 )
-from bench.cpu import Meter, backends
+from bench.cpu import Meter, backends, bound
 from ingest.http.signatures import sign
 
 OUT_DIR = Path(__file__).resolve().parent / "out"
@@ -281,6 +281,7 @@ def main() -> None:
         f"{len(bodies)} requests committed in {transactions:.0f} transactions"
     )
     print(f"CPU per reading, HTTP signed batches: {meter.per_reading(n)}")
+    print(bound(copy_s, sum(meter.used.values())))
     print()
     print(
         f"{'single-reading requests':<34}{'requests':>10}{'req/s':>10}{'p50 ms':>10}"

@@ -44,7 +44,7 @@ from bench.common import (
     scratch_database,
     seed_registry,
 )
-from bench.cpu import Meter, backends
+from bench.cpu import Meter, backends, bound
 from ingest.broker.accounts import create_provider_client
 from ingest.broker.config import ingester_client_id, parse_mqtt_url
 from ingest.gate.payload import parse_payload
@@ -467,6 +467,7 @@ def main() -> None:
     ceiling_cpu = ", ".join(f"{k} {1e6 * v / n:.1f}" for k, v in copy_cpu.items())
     print(f"CPU per reading, raw COPY: {ceiling_cpu} µs")
     print(f"CPU per reading, vitals mqtt: {meter.per_reading(n)}")
+    print(bound(copy_s, sum(meter.used.values())))
 
 
 if __name__ == "__main__":

@@ -35,27 +35,40 @@ BENCHES = {
 ANALYSIS = """\
 ## What limits throughput
 
-Everything here shares 2 cores: the Python processes and the PostgreSQL
-server (and, while these ran, other work: see the load average above). The
-"CPU per reading" lines say who pays (bench/cpu.py: user+system seconds of
-the driver or ingester, of every PostgreSQL backend of the bench database,
-of Mosquitto). The raw COPY ceiling is one backend inserting while Python
-formats rows: about 17-22 µs of CPU per reading, about one core. The write
-path costs about three times that, split evenly: Python about 25 µs per
-reading (msgspec decode of the raw bytes and the Structs of the readings
-about 8, units, plausibility and time checks, the COPY rows of the staging
-table and of the readings, acknowledgements) and PostgreSQL about 30 µs
-(the readings COPY itself as in the ceiling, about 17; the consent decision
-with its resend probe, about 8; staging and the subjects' lock, about 3). So
-on 2 cores the write paths reach about half of the ceiling's rate when the
-machine is otherwise idle, and less when it is not: this is the floor of the
-design on this machine, and the ratios move by ±0.1 between runs with the
-load. The profile behind these figures, what was changed after profiling and
-what was measured and dropped are in docs/profile.md. The next steps are
-more cores (the shared subscription splits messages between ingesters, the
-API is stateless, and two committers per ingester already use two backends),
-a cheaper resend check with today's semantics, and trimming the per-reading
-Python of units and plausibility.
+Everything here shares 2 cores: the Python processes, the PostgreSQL server
+and Mosquitto (and whatever else runs on the machine: see the load averages
+above). The "CPU per reading" lines say who pays (bench/cpu.py: user+system
+seconds of the driver, the API's or the ingesters' processes, every
+PostgreSQL backend of the bench database, Mosquitto). The raw COPY ceiling is
+one backend inserting while Python formats rows, on one core. A write path
+that needs C µs of CPU per reading over all its processes can reach at most
+2 cores / C readings per second, which the "CPU bound" lines turn into the
+best ratio to the ceiling that path could show if it had both cores to
+itself; the measured ratios sit at 75-90 % of that bound, so every path is
+CPU-bound, not waiting on locks or round trips.
+
+Where the CPU goes (docs/profile.md has the statement-by-statement and
+py-spy figures): PostgreSQL takes 55-60 % of it. Its share per reading is
+the COPY of the readings (what the ceiling pays, and a little more in
+smaller statements) plus the consent gate: the staging COPY, the FOR SHARE
+lock of the batch's subjects and the consent decision with its resend
+probe, about 9 µs per reading more than the ceiling in transactions of
+1,000 readings and about 5 µs in transactions of 5,000 (each transaction
+also has a fixed cost of 5-6 ms wall, 3-4 ms of it server CPU). Python
+takes the rest: the one-pass msgspec decode and checks (about 45 % of it),
+the COPY rows and outcomes (about 30 %), the transport. The MQTT ingester
+commits about 5,000 readings per transaction (QoS 1 keeps many messages in
+flight); the webhook commits each 1,000-reading request on its own unless
+requests queue, so its PostgreSQL cost per reading is higher and its ratio
+lower; with 16 concurrent clients instead of 4 its transactions grow to about
+2,300 readings and it reached 0.51 in the session's profiling runs.
+
+So on this machine the ratios are set by CPU per reading, and they move by
+±0.05-0.1 between runs with the machine's speed. What would raise them:
+more cores (the API's workers and the MQTT ingesters scale out, each with
+its own pool and committers), larger transactions (more concurrent
+requests), and a cheaper consent gate in the database (a lock that does not
+write every subject's row, a resend check without a per-reading probe).
 """
 
 

@@ -18,7 +18,7 @@ import orjson
 import psycopg
 
 from bench.common import ceiling_rows, data_points, raw_copy, scratch_database, seed_registry
-from bench.cpu import Meter, backends
+from bench.cpu import Meter, backends, bound
 from ingest.gate import Gate
 from store.db import make_pool
 from store.writer import Outcome, Writer
@@ -130,6 +130,7 @@ def main() -> None:
     for label, used in (("raw COPY", copy_cpu), ("gate + writer", gate_cpu)):
         parts = ", ".join(f"{k} {1e6 * v / n:.1f}" for k, v in used.items())
         print(f"CPU per reading, {label}: {parts} µs (total {1e6 * sum(used.values()) / n:.1f})")
+    print(bound(copy_s, sum(gate_cpu.values())))
     if multi_s:
         multi_rate = n / multi_s
         label = f"gate + writer, {args.processes} procs"
