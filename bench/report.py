@@ -48,7 +48,7 @@ itself; the measured ratios sit at 75-90 % of that bound, so every path is
 CPU-bound, not waiting on locks or round trips.
 
 Where the CPU goes (docs/profile.md has the statement-by-statement and
-py-spy figures): PostgreSQL takes 55-60 % of it. Its share per reading is
+py-spy figures): PostgreSQL takes 55-65 % of it. Its share per reading is
 the COPY of the readings (what the ceiling pays, and a little more in
 smaller statements) plus the consent gate: the staging COPY, the FOR SHARE
 lock of the batch's subjects and the consent decision with its resend
