@@ -7,11 +7,9 @@ import ssl
 from pathlib import Path
 
 import httpx
-import orjson
 import psycopg
 import pytest
 
-from ingest.http.signatures import sign
 from tests.support.http import ADMIN_TOKEN, make_world
 from tests.support.net import free_port
 from tests.support.seed import data_point
@@ -33,15 +31,7 @@ def test_https_public_listener_serves_only_the_webhook_and_health(
         httpx.Client(verify=trust, timeout=30) as client,
     ):
         # the webhook over HTTPS, verified against the certificate
-        raw = orjson.dumps([data_point(world.user_ref)])
-        r = client.post(
-            proc.url(f"/v1/providers/{world.provider_id}/readings"),
-            content=raw,
-            headers={
-                "Content-Type": "application/json",
-                "Vitals-Signature": sign(world.secret, raw),
-            },
-        )
+        r = proc.post_readings(world, [data_point(world.user_ref)], client)
         assert r.status_code == 200, r.text
         assert r.json()["accepted"] == 1
         assert client.get(proc.url("/healthz")).status_code == 200

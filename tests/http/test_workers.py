@@ -10,12 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import orjson
 import psutil
 import psycopg
 import pytest
 
-from ingest.http.signatures import sign
 from tests.support.http import count, make_world
 from tests.support.net import free_port
 from tests.support.seed import data_point
@@ -55,16 +53,7 @@ def test_two_workers_share_the_listeners_and_drain_on_sigterm(
             points = [
                 data_point(world.user_ref, value=50 + j % 40, id=f"w{i}-{j}") for j in range(25)
             ]
-            body = orjson.dumps(points)
-            r = httpx.post(
-                serve.url(f"/v1/providers/{world.provider_id}/readings"),
-                content=body,
-                headers={
-                    "Content-Type": "application/json",
-                    "Vitals-Signature": sign(world.secret, body),
-                },
-                timeout=30,
-            )
+            r = serve.post_readings(world, points)
             assert r.status_code == 200, r.text
             return int(r.json()["accepted"])
 

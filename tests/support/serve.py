@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from ingest.http.signatures import sign
 from tests.support.net import free_port
 
 
@@ -118,6 +120,17 @@ class ServeProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+    def post_readings(
+        self, world: Any, points: Any, client: httpx.Client | None = None
+    ) -> httpx.Response:
+        """Signed POST of `points` (JSON) to the webhook of `world`'s provider."""
+        body = orjson.dumps(points)
+        url = self.url(f"/v1/providers/{world.provider_id}/readings")
+        headers = {"Content-Type": "application/json", "Vitals-Signature": sign(world.secret, body)}
+        if client is not None:
+            return client.post(url, content=body, headers=headers)
+        return httpx.post(url, content=body, headers=headers, verify=self.verify, timeout=30)
 
     def stderr_text(self) -> str:
         return self.stderr_path.read_text(errors="replace")
