@@ -62,8 +62,9 @@ def seed_registry(
 
 
 def data_points(n: int, refs: list[str], start: datetime | None = None) -> list[dict]:
-    """n heart-rate / blood-pressure data points (1 in 4 is blood pressure)."""
-    start = start or datetime.now(UTC) - timedelta(days=1)
+    """n heart-rate / blood-pressure data points (1 in 4 is blood pressure),
+    300 ms apart, by default ending an hour ago (none in the future)."""
+    start = start or datetime.now(UTC) - timedelta(seconds=0.3 * n + 3600)
     out = []
     for i in range(n):
         t = (start + timedelta(milliseconds=300 * i)).isoformat().replace("+00:00", "Z")

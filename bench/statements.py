@@ -17,7 +17,7 @@ import collections
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -84,8 +84,7 @@ def main() -> None:
     instrument()
     with scratch_database("vitals_bench_statements") as url:
         pid, refs, _ = seed_registry(url, args.subjects)
-        start = datetime.now(UTC) - timedelta(seconds=0.3 * n + 3600)  # none in the future
-        points = data_points(n, refs, start=start)
+        points = data_points(n, refs)
         for batch in args.batches:
             with psycopg.connect(url) as conn:
                 conn.execute("TRUNCATE readings")
