@@ -11,8 +11,10 @@ import multiprocessing
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from datetime import UTC, datetime
+from typing import Any
 
 import orjson
 import psycopg
@@ -34,6 +36,7 @@ def gate_and_writer(
     batch: int,
     commits_in_flight: int = COMMITS_IN_FLIGHT,
     cpu: dict[str, float] | None = None,
+    ready: Callable[[], object] | None = None,
 ) -> tuple[float, int]:
     """Parse batch n+1 while batch n commits, as the transports do (the MQTT
     ingester's parse and commit threads; HTTP request threads and the coalescer).
@@ -42,12 +45,16 @@ def gate_and_writer(
     array of data points), so decoding is timed too. Up to `commits_in_flight`
     batches commit at once, each on its own connection, as the ingester's
     committers do. `cpu`, if given, gets the CPU seconds of this process
-    ("client") and of its backends ("server")."""
+    ("client") and of its backends ("server"). `ready`, if given, is called
+    once the pool is open, just before the clock starts (a barrier between
+    processes)."""
     payloads = [orjson.dumps(points[i : i + batch]) for i in range(0, len(points), batch)]
     pool = make_pool(url, min_size=commits_in_flight, max_size=commits_in_flight + 1)
     pool.wait()
     gate = Gate(Writer(pool), "bench")
     accepted = 0
+    if ready is not None:
+        ready()
     meter = Meter(client=[os.getpid()], server=lambda: backends(url)).start()
     started = time.perf_counter()
     now = datetime.now(UTC)
@@ -67,22 +74,41 @@ def gate_and_writer(
     return elapsed, accepted
 
 
-def _worker(args: tuple[str, str, list[dict], int]) -> tuple[float, int]:
+_SHARES: list[list[dict]] = []  # set before forking: the workers inherit it
+_START: Any = None  # a multiprocessing barrier, likewise
+
+
+def _worker(args: tuple[str, str, int, int]) -> tuple[float, float, int]:
+    url, pid, index, batch = args
     gc.collect()
     gc.freeze()
-    return gate_and_writer(*args)
+    marks: list[float] = []
+
+    def ready() -> None:
+        _START.wait()
+        marks.append(time.perf_counter())
+
+    seconds, accepted = gate_and_writer(url, pid, _SHARES[index], batch, ready=ready)
+    return marks[0], marks[0] + seconds, accepted
 
 
 def gate_and_writer_processes(
     url: str, pid: str, points: list[dict], batch: int, processes: int
 ) -> tuple[float, int]:
-    """The same pipeline in N processes (as N ingesters or API workers run)."""
-    shares = [points[i::processes] for i in range(processes)]
+    """The same pipeline in N processes (as N ingesters or API workers run):
+    each gets its share of the data points by fork (nothing pickled), opens its
+    pool, then all start together; timed from that start until the last is
+    done (perf_counter is the system's monotonic clock, the same in every
+    process)."""
+    global _START
+    _SHARES[:] = [points[i::processes] for i in range(processes)]
     ctx = multiprocessing.get_context("fork")
-    started = time.perf_counter()
+    _START = ctx.Barrier(processes)
     with ctx.Pool(processes) as workers:
-        results = workers.map(_worker, [(url, pid, share, batch) for share in shares])
-    return time.perf_counter() - started, sum(r[1] for r in results)
+        results = workers.map(_worker, [(url, pid, i, batch) for i in range(processes)])
+    started = min(r[0] for r in results)
+    finished = max(r[1] for r in results)
+    return finished - started, sum(r[2] for r in results)
 
 
 def main() -> None:
