@@ -44,7 +44,7 @@ one backend inserting while Python formats rows, on one core. A write path
 that needs C µs of CPU per reading over all its processes can reach at most
 2 cores / C readings per second, which the "CPU bound" lines turn into the
 best ratio to the ceiling that path could show if it had both cores to
-itself; the measured ratios sit at 75-90 % of that bound, so every path is
+itself; the measured ratios sit at 70-95 % of that bound, so every path is
 CPU-bound, not waiting on locks or round trips.
 
 Where the CPU goes (docs/profile.md has the statement-by-statement and
