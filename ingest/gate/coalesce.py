@@ -68,7 +68,7 @@ class CoalescingWriter:
         self.max_batch = max_batch
         self.max_pending = max(max_pending, max_batch)
         self._queue: deque[_Job] = deque()
-        self._pending = 0  # readings queued, not yet taken by the thread
+        self._pending = 0  # readings queued, not yet taken by a committer
         self._cond = threading.Condition()
         self._closing = False
         self._threads = [

@@ -154,7 +154,7 @@ async def _webhook(
         },
     )
     # msgspec encodes the Outcome Structs as they are (the shape of Outcome.as_dict).
-    body = msgspec.json.encode(
+    answer = msgspec.json.encode(
         {
             "accepted": counts["accepted"],
             "duplicates": counts["duplicate"],
@@ -162,7 +162,7 @@ async def _webhook(
             "results": outcomes,
         }
     )
-    return Response(body, media_type="application/json")
+    return Response(answer, media_type="application/json")
 
 
 # Body handling -------------------------------------------------------------------
